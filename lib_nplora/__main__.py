@@ -1,0 +1,8 @@
+"""``python -m lib_nplora``: see ``lib_nplora.cli``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The library's front door: files in, fused LoRA (in memory or on disk) or analysis out.
+
+The CLI, the WebUI extension, the tab and the REST API all call these functions::
+
+    content, style = load_pair(content_path, style_path)         # files -> canonical LoRAs
+    fused = fuse(content, style, FuseParams(mu=0.5))              # -> fused low-rank modules
+    save_fused(fused, "out.safetensors")                          # -> kohya file
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .analysis import Analysis, analyze
+from .cache import Caches
+from .errors import ParameterError
+from .formats.reader import load_lora, load_pair
+from .formats.writer import OUTPUT_DTYPES, SavedFile, save_fused
+from .fused import FusedLora
+from .fusion.merge import Progress, fuse
+from .params import FuseParams
+
+__all__ = ["FuseParams", "load_lora", "load_pair", "fuse", "save_fused", "analyze", "fuse_files",
+           "analyze_files", "resolve_device", "output_dtype"]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """"auto" -> the GPU when one is usable, else the CPU; "cuda"/"cpu" as given."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError(f"unknown device {device!r}", hint="Use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("a CUDA device was asked for, but none is available",
+                             hint="Use --device cpu or auto")
+    return dev
+
+
+def output_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return OUTPUT_DTYPES[name]
+    except KeyError:
+        raise ParameterError(f"unknown output dtype {name!r}",
+                             hint=f"Use one of {', '.join(OUTPUT_DTYPES)}") from None
+
+
+def _pair(content_path, style_path, cache: Caches | None):
+    return cache.load_pair(content_path, style_path) if cache else load_pair(content_path, style_path)
+
+
+def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
+               output_path: str | os.PathLike, params: FuseParams | None = None, *,
+               dtype: str | torch.dtype = "fp16", device: str | torch.device | None = "auto",
+               overwrite: bool = False, output_name: str | None = None, cache: Caches | None = None,
+               progress: Progress | None = None) -> tuple[FusedLora, SavedFile]:
+    """Read both files, fuse them and write the result (atomically).
+
+    Returns:
+        (the fusion result, what was written).
+    """
+    params = params or FuseParams()
+    dt = output_dtype(dtype)
+    dev = resolve_device(device)
+    if not overwrite and os.path.exists(output_path):
+        from .errors import OutputExistsError
+
+        raise OutputExistsError("already exists", path=output_path,
+                                hint="Choose another name, or allow overwriting (--force)")
+    content, style = _pair(content_path, style_path, cache)
+    fused = fuse(content, style, params, device=dev, dtype=dt,
+                 bases=cache.bases if cache else None, progress=progress)
+    saved = save_fused(fused, output_path, output_name=output_name, overwrite=overwrite,
+                       content_meta=content.metadata, style_meta=style.metadata)
+    return fused, saved
+
+
+def analyze_files(content_path, style_path, params: FuseParams | None = None, *,
+                  device: str | torch.device | None = "auto", cache: Caches | None = None) -> Analysis:
+    """Read both files and analyze how the content overlaps the style's subspace."""
+    content, style = _pair(content_path, style_path, cache)
+    return analyze(content, style, params, device=resolve_device(device),
+                   bases=cache.bases if cache else None)

@@ -1,0 +1,172 @@
+"""Bounded, thread-safe caches that make repeated fusions cheap.
+
+* Loaded LoRA files (``LoraSet``), keyed by (real path, size, mtime, architecture); the key is
+  re-checked with ``os.stat`` on every use, so an edited file is read again.
+* Style bases (``ModuleBasis`` per module), keyed by the style file's content hash, its
+  architecture, k / energy and the device. A new mu or content weight reuses them and costs only
+  the projection.
+
+Both live under one byte limit, evicted least-recently-used first; an entry larger than the
+whole limit is used but not kept. Two threads asking for the same missing entry wait for one
+computation instead of doing it twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from .formats.reader import ARCH_PREFERENCE, load_lora
+from .fusion.basis import ModuleBasis, compute_bases
+from .lora import LoraSet
+
+DEFAULT_MAX_BYTES = 2 << 30
+
+
+@dataclass
+class CacheStats:
+    entries: int
+    bytes: int
+    max_bytes: int
+    hits: int
+    misses: int
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+class Caches:
+    """The LoRA-file cache and the style-basis cache, under one byte limit."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.RLock()
+        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+        self._inflight: dict[Hashable, threading.Lock] = {}
+        self.hits = 0
+        self.misses = 0
+
+    # ------------------------------------------------------------------ generic LRU
+    def _get(self, key: Hashable):
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return hit[0]
+            return None
+
+    def _put(self, key: Hashable, value: object, nbytes: int) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            if nbytes > self.max_bytes:
+                return
+            self._entries[key] = (value, nbytes)
+            self._bytes += nbytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes and self._entries:
+            _, (_, n) = self._entries.popitem(last=False)
+            self._bytes -= n
+
+    def _once(self, key: Hashable, make: Callable[[], tuple[object, int]]):
+        """Get ``key`` or compute it once, even when several threads ask at the same time."""
+        value = self._get(key)
+        if value is not None:
+            return value
+        with self._lock:
+            gate = self._inflight.setdefault(key, threading.Lock())
+        with gate:
+            value = self._get(key)
+            if value is not None:
+                return value
+            with self._lock:
+                self.misses += 1
+            value, nbytes = make()
+            self._put(key, value, nbytes)
+        with self._lock:
+            self._inflight.pop(key, None)
+        return value
+
+    # ------------------------------------------------------------------ public
+    def set_max_bytes(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = int(max_bytes)
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(len(self._entries), self._bytes, self.max_bytes, self.hits, self.misses)
+
+    def load(self, path: str | os.PathLike, arch: str | None = None) -> LoraSet:
+        """``formats.reader.load_lora`` through the cache."""
+        real = os.path.realpath(os.fspath(path))
+        try:
+            st = os.stat(real)
+            key = ("lora", real, st.st_size, st.st_mtime_ns, arch)
+        except OSError:
+            return load_lora(path, arch=arch)  # let the reader raise its clear error
+
+        def make():
+            lora = load_lora(path, arch=arch)
+            return lora, lora.nbytes()
+
+        return self._once(key, make)
+
+    def load_pair(self, content_path, style_path) -> tuple[LoraSet, LoraSet]:
+        """``formats.reader.load_pair`` through the cache."""
+        from .formats.reader import load_pair
+
+        content, style = self.load(content_path), self.load(style_path)
+        if content.arch == style.arch:
+            return content, style
+        common = [n for n in ARCH_PREFERENCE if n in content.arch_candidates and n in style.arch_candidates]
+        if not common:
+            return load_pair(content_path, style_path)  # raises the mismatch error
+        target = common[0]
+        return (content if content.arch == target else self.load(content_path, target),
+                style if style.arch == target else self.load(style_path, target))
+
+    def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
+        """Style bases for ``names`` of ``lora``, computing only the missing modules."""
+        key = ("basis", lora.sha256, lora.arch, k, energy, str(device))
+        names = list(names)
+        with self._lock:
+            hit = self._entries.get(key)
+            have: dict[str, ModuleBasis] = dict(hit[0]) if hit is not None else {}
+        missing = [n for n in names if n not in have]
+        if not missing:
+            with self._lock:
+                self.hits += 1
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+            return have
+        with self._lock:
+            self.misses += 1
+        have.update(compute_bases(lora, missing, k, energy, device))
+        self._put(key, have, sum(b.nbytes() for b in have.values()))
+        return have
+
+    def drop(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Remove the entries whose key matches ``predicate``; returns how many."""
+        with self._lock:
+            doomed = [k for k in self._entries if predicate(k)]
+            for k in doomed:
+                self._bytes -= self._entries.pop(k)[1]
+            return len(doomed)
+
+
+#: The process-wide caches used by the CLI server, the WebUI extension and the REST API.
+shared = Caches()

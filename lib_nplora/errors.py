@@ -1,0 +1,69 @@
+"""Errors raised by lib_nplora.
+
+Every error names what failed (the file, and the module where it applies) and says what to do.
+Callers (CLI, WebUI, REST API) show ``str(error)`` as it is; nothing else should escape the
+library for bad input. The classes also derive from the matching builtin so that generic
+handlers (``except ValueError``) keep working.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class NpLoraError(Exception):
+    """Base class: a problem the user can act on.
+
+    Args:
+        problem: what is wrong, one sentence without a trailing period.
+        path: the file concerned, if any.
+        module: the canonical (or source) module name concerned, if any.
+        hint: what to do about it.
+    """
+
+    def __init__(self, problem: str, *, path: str | os.PathLike | None = None,
+                 module: str | None = None, hint: str | None = None):
+        self.problem = problem
+        self.path = os.fspath(path) if path is not None else None
+        self.module = module
+        self.hint = hint
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        parts = []
+        if self.path:
+            parts.append(os.path.basename(self.path))
+        if self.module:
+            parts.append(f"module {self.module}")
+        text = ": ".join(parts + [self.problem])
+        if self.hint:
+            text += f". {self.hint}"
+        return text
+
+
+class UnsafeFileError(NpLoraError, ValueError):
+    """The file is a pickle-based checkpoint (.pt/.ckpt/.bin/.pth); loading it could run code."""
+
+
+class FormatError(NpLoraError, ValueError):
+    """The file is not a readable LoRA: bad header, wrong shapes, dtypes, NaN, unknown keys."""
+
+
+class ArchitectureError(NpLoraError, ValueError):
+    """The base model cannot be determined, or the two inputs were made for different models."""
+
+
+class UnsupportedModuleError(NpLoraError, ValueError):
+    """A module type that cannot be fused or represented in the output (e.g. DoRA on both sides)."""
+
+
+class ParameterError(NpLoraError, ValueError):
+    """A fusion parameter out of range (mu < 0, k < 1, energy outside (0, 1], ...)."""
+
+
+class OutputExistsError(NpLoraError, FileExistsError):
+    """The output file exists and overwriting was not requested."""
+
+
+class OutputError(NpLoraError, OSError):
+    """The output could not be written (no space, no permission, bad name)."""

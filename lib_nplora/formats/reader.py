@@ -1,0 +1,390 @@
+"""Read a LoRA file of any supported family into canonical form (a ``LoraSet``).
+
+Steps: safe read (``safetensors_file``) -> group tensors by module stem and role (``keys``) ->
+detect the base architecture from names, shapes and metadata -> resolve every stem to its
+canonical module, checking shapes -> convert to low-rank factors (``lycoris``) or keep as a
+passthrough module -> split FLUX fused weights into their parts.
+
+Nothing is dropped silently: unknown keys, wrong shapes, NaN/Inf values and incomplete modules
+raise a FormatError naming the file and module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import arch as archmod
+from ..arch import Architecture, ModuleSpec
+from ..errors import ArchitectureError, FormatError
+from ..lora import PASSTHROUGH_TYPES, LoraModule, LoraSet, LowRank
+from . import keys as K
+from . import lycoris
+from .safetensors_file import read_file
+
+#: Preference among architectures a file fits equally well (metadata decides first).
+ARCH_PREFERENCE = ("sdxl", "sd1", "flux", "sd2")
+
+LOWRANK_KINDS = ("lora", "tucker", "loha", "lokr", "full")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+@dataclass
+class _Group:
+    stem: str
+    roles: dict[str, torch.Tensor]
+    keys: list[str]
+    kind: str
+
+
+def _group(path, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, _Group], dict[str, torch.Tensor]]:
+    all_keys = frozenset(tensors)
+    stems: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+    src: dict[str, list[str]] = defaultdict(list)
+    extras: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, t in tensors.items():
+        if key.startswith(K.BUNDLE_PREFIX):
+            extras[key] = t
+            continue
+        hit = K.split_key(key, all_keys)
+        if hit is None:
+            unknown.append(key)
+            continue
+        stem, role = hit
+        if role in stems[stem]:
+            raise FormatError(f"has two tensors for the {role!r} of one module ({src[stem][0]}, {key})",
+                              path=path, module=stem)
+        stems[stem][role] = t
+        src[stem].append(key)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise FormatError(f"has {len(unknown)} tensor(s) that are not part of any known LoRA module type: {shown}",
+                          path=path, hint="It may be another kind of file (a checkpoint, an embedding) "
+                                          "or a LoRA variant NP-LoRA does not read")
+    groups = {}
+    for stem, roles in stems.items():
+        kind = K.module_kind(set(roles))
+        if kind is None:
+            if set(roles) <= {"alpha", "scale"}:
+                raise FormatError("has an alpha but no weights", path=path, module=stem,
+                                  hint="The file is incomplete")
+            have = ", ".join(sorted(roles))
+            raise FormatError(f"is incomplete: it has only {have}", path=path, module=stem,
+                              hint="A LoRA module needs both its down and up weights")
+        groups[stem] = _Group(stem, roles, src[stem], kind)
+    return groups, extras
+
+
+def _peft_config(metadata: dict[str, str]) -> dict[str, dict]:
+    """PEFT LoraConfig(s) that diffusers stores as JSON in ``lora_adapter_metadata``.
+
+    Pipeline saves prefix each key with its component ("unet.lora_alpha"); a single model's
+    save does not. Returns component prefix ("" for unprefixed) -> config dict.
+    """
+    raw = metadata.get("lora_adapter_metadata")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    configs: dict[str, dict] = defaultdict(dict)
+    for key, value in data.items():
+        prefix, dot, field = key.rpartition(".")
+        if dot and field in _PEFT_FIELDS:
+            configs[prefix][field] = value
+        elif key in _PEFT_FIELDS:
+            configs[""][key] = value
+    return dict(configs)
+
+
+_PEFT_FIELDS = ("r", "lora_alpha", "alpha_pattern", "rank_pattern", "use_rslora")
+
+
+def _apply_peft_alpha(groups: dict[str, "_Group"], metadata: dict[str, str]) -> None:
+    """Give diffusers/PEFT modules the scale their LoraConfig defines (they carry no alpha keys).
+
+    scale = alpha / r (alpha / sqrt(r) with rsLoRA); alpha from ``alpha_pattern`` (PEFT's rule:
+    the pattern matches the end of the module path) or ``lora_alpha``; r = the module's rank.
+    """
+    configs = _peft_config(metadata)
+    if not configs:
+        return
+    for stem, g in groups.items():
+        if "alpha" in g.roles or "scale" in g.roles or g.kind not in ("lora", "dora"):
+            continue
+        prefix, _, path = stem.partition(".")
+        cfg = configs.get(prefix)
+        if cfg is None:
+            cfg, path = configs.get(""), stem
+        if not cfg or "lora_alpha" not in cfg:
+            continue
+        alpha = float(cfg["lora_alpha"])
+        for pattern, value in (cfg.get("alpha_pattern") or {}).items():
+            try:
+                if re.match(rf"(.*\.)?({pattern})$", path):
+                    alpha = float(value)
+            except re.error:
+                continue
+        r = g.roles["down"].shape[0]
+        scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+        g.roles["scale"] = torch.tensor(scale)
+
+
+def _check_values(path, g: _Group) -> None:
+    for role, t in g.roles.items():
+        if t.dtype not in FLOAT_DTYPES:
+            raise FormatError(f"tensor {role!r} has dtype {str(t.dtype).replace('torch.', '')}, "
+                              "not a floating-point type", path=path, module=g.stem)
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise FormatError(f"tensor {role!r} contains NaN or infinite values", path=path, module=g.stem,
+                              hint="The file is corrupt or came from a diverged training run")
+        if role not in ("alpha", "scale") and t.numel() == 0:
+            raise FormatError(f"tensor {role!r} is empty", path=path, module=g.stem)
+
+
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _io_shape(g: _Group) -> tuple[int, int] | None:
+    """(out, flattened in) that the module's update has, from tensor shapes alone."""
+    t = g.roles
+    try:
+        if g.kind in ("lora", "dora"):
+            return t["up"].shape[0], _prod(t["down"].shape[1:])
+        if g.kind == "tucker":
+            return t["up"].shape[0], t["down"].shape[1] * _prod(t["mid"].shape[2:])
+        if g.kind == "loha":
+            if "hada_t1" in t:
+                return t["hada_w1_a"].shape[1], t["hada_w1_b"].shape[1] * _prod(t["hada_t1"].shape[2:])
+            return t["hada_w1_a"].shape[0], _prod(t["hada_w1_b"].shape[1:])
+        if g.kind == "lokr":
+            def side(i):
+                w = t.get(f"lokr_w{i}")
+                if w is not None:
+                    return w.shape[0], _prod(w.shape[1:])
+                a, b = t[f"lokr_w{i}_a"], t[f"lokr_w{i}_b"]
+                if i == 2 and "lokr_t2" in t:
+                    return a.shape[1], b.shape[1] * _prod(t["lokr_t2"].shape[2:])
+                return a.shape[0], _prod(b.shape[1:])
+            (p1, q1), (p2, q2) = side(1), side(2)
+            return p1 * p2, q1 * q2
+        if g.kind == "full":
+            return t["diff"].shape[0], _prod(t["diff"].shape[1:])
+    except (KeyError, IndexError):
+        return None
+    return None
+
+
+def _fits(spec: ModuleSpec, io: tuple[int, int] | None, kind: str, arch: Architecture) -> bool:
+    """Does a module of this kind and update shape fit the base-model weight ``spec``?"""
+    if kind in ("norm", "diff_b"):
+        return spec.kind == "norm" or kind == "diff_b"
+    if io is None:
+        return kind in ("ia3", "glora", "oft")  # shapes of multiplicative types are not checked
+    if spec.kind == "norm":
+        return False
+    out, inn = io
+    if inn != spec.in_features:
+        return False
+    if out == spec.out_features:
+        return True
+    if spec.parts:  # a partial fused weight (XLabs single-block qkv covers q, k, v only)
+        total = 0
+        for p in spec.parts:
+            total += arch.modules[p].out_features
+            if out == total:
+                return True
+    return False
+
+
+def _resolve_all(a: Architecture, groups: dict[str, _Group]):
+    resolved, missing, misfit = {}, [], []
+    for stem, g in groups.items():
+        hit = K.resolve_stem(a, stem)
+        if hit is None:
+            missing.append(stem)
+            continue
+        spec = a.modules[hit[0]]
+        if not _fits(spec, _io_shape(g), g.kind, a):
+            misfit.append((stem, spec))
+            continue
+        resolved[stem] = hit
+    return resolved, missing, misfit
+
+
+def detect_architecture(path, groups: dict[str, _Group], metadata: dict[str, str], want: str | None = None):
+    """Pick the base architecture: every module must resolve with a fitting shape.
+
+    Returns:
+        (Architecture, candidates, resolved stems -> (canonical, swapped)).
+    """
+    results = {}
+    for name in archmod.ARCH_NAMES:
+        a = archmod.get(name)
+        results[name] = (a, *_resolve_all(a, groups))
+    candidates = tuple(n for n in archmod.ARCH_NAMES if not results[n][2] and not results[n][3])
+    if want is not None:
+        if want not in candidates:
+            a, _, missing, misfit = results[want]
+            raise _mismatch_error(path, a, missing, misfit)
+        return results[want][0], candidates, results[want][1]
+    if not candidates:
+        best = max(archmod.ARCH_NAMES, key=lambda n: len(results[n][1]))
+        a, resolved, missing, misfit = results[best]
+        if not resolved:
+            raise ArchitectureError(
+                "is not a LoRA for SD1, SD2, SDXL or FLUX: none of its module names is known "
+                f"(first: {next(iter(groups), '-')})", path=path,
+                hint="NP-LoRA fuses LoRAs for SD1.x, SD2.x, SDXL and FLUX.1")
+        raise _mismatch_error(path, a, missing, misfit)
+    hint = archmod.arch_from_metadata(metadata)
+    if hint in candidates:
+        chosen = hint
+    else:
+        chosen = next(n for n in ARCH_PREFERENCE if n in candidates)
+    return results[chosen][0], candidates, results[chosen][1]
+
+
+def _mismatch_error(path, a: Architecture, missing, misfit) -> FormatError:
+    if misfit:
+        stem, spec = misfit[0]
+        return FormatError(
+            f"does not fit {a.label}'s {spec.name} (weight shape {list(spec.shape)})"
+            + (f"; {len(misfit) - 1} more modules do not fit either" if len(misfit) > 1 else ""),
+            path=path, module=stem,
+            hint="The file is corrupt, or it was made for a different base model")
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return FormatError(f"has {len(missing)} module(s) that {a.label} does not have: {shown}",
+                       path=path, hint="The file mixes base models or uses an unknown naming scheme")
+
+
+def _swap_halves(t: torch.Tensor) -> torch.Tensor:
+    h = t.shape[0] // 2
+    return torch.cat([t[h:], t[:h]], dim=0)
+
+
+def _split_parts(a: Architecture, spec: ModuleSpec, module: LoraModule) -> list[LoraModule]:
+    """Split a low-rank update of a fused weight into its parts (row slices; exact)."""
+    out, offset = [], 0
+    rows = module.factors.out_features
+    for part in spec.parts:
+        pspec = a.modules[part]
+        if offset >= rows:
+            break
+        stop = offset + pspec.out_features
+        out.append(LoraModule(part, module.kind, module.factors.rows(offset, stop),
+                              source_keys=module.source_keys, note=module.note, lossy=module.lossy))
+        offset = stop
+    return out
+
+
+def load_lora(path: str | os.PathLike, *, arch: str | None = None,
+              max_converted_rank: int = lycoris.MAX_CONVERTED_RANK) -> LoraSet:
+    """Read a LoRA .safetensors file into canonical form.
+
+    Args:
+        path: the file.
+        arch: force this architecture (used when pairing a file that fits several).
+        max_converted_rank: rank cap for LoHa/LoKr/full conversions (larger are truncated).
+
+    Raises:
+        UnsafeFileError, FormatError, ArchitectureError: with the file and module named.
+    """
+    path = os.fspath(path)
+    header, tensors, digest = read_file(path)
+    groups, extras = _group(path, tensors)
+    if not groups:
+        raise FormatError("contains no LoRA modules", path=path,
+                          hint="It is empty or not a LoRA file")
+    for g in groups.values():
+        _check_values(path, g)
+    _apply_peft_alpha(groups, header.metadata)
+    a, candidates, resolved = detect_architecture(path, groups, header.metadata, arch)
+    modules: dict[str, LoraModule] = {}
+    warnings: list[str] = []
+    families = set()
+    for stem, g in groups.items():
+        name, swapped = resolved[stem]
+        families.add(K.stem_family(stem))
+        if name in modules:
+            raise FormatError(f"names the module {name} twice ({modules[name].source_keys[0]} and {g.keys[0]})",
+                              path=path, module=stem)
+        spec = a.modules[name]
+        if g.kind in LOWRANK_KINDS:
+            conv = lycoris.convert(g.kind, g.roles, path=path, module=stem, max_rank=max_converted_rank)
+            f = conv.factors
+            if swapped:
+                f = LowRank(_swap_halves(f.up), f.down, f.scale,
+                            _swap_halves(f.bias) if f.bias is not None else None)
+            if spec.kind == "conv" and g.kind == "lora" and g.roles["down"].dim() == 4:
+                kind = "locon"
+            else:
+                kind = g.kind
+            module = LoraModule(name, kind, f, source_keys=tuple(g.keys), note=conv.note, lossy=conv.lossy)
+            if conv.lossy:
+                warnings.append(f"{name}: {conv.note}")
+            if spec.parts:
+                for part in _split_parts(a, spec, module):
+                    modules[part.name] = part
+            else:
+                modules[name] = module
+        else:
+            assert g.kind in PASSTHROUGH_TYPES, g.kind
+            if swapped:
+                raise FormatError(f"{g.kind} module on a weight stored with swapped halves cannot be "
+                                  "carried over", path=path, module=stem)
+            modules[name] = LoraModule(name, g.kind, None, tensors=dict(g.roles), source_keys=tuple(g.keys))
+            warnings.append(f"{name}: {g.kind} module is not a low-rank update; it is carried over unchanged")
+    for name in [n for n in modules if ":" in n]:
+        parent = name.split(":", 1)[0]
+        if parent in modules:
+            raise FormatError("has a module on a fused weight and on its parts at once",
+                              path=path, module=parent)
+    fmt = families.pop() if len(families) == 1 else "mixed"
+    return LoraSet(path=path, name=Path(path).stem, arch=a.name, arch_candidates=candidates, format=fmt,
+                   metadata=header.metadata, modules=modules, extras=extras, sha256=digest,
+                   warnings=warnings)
+
+
+def load_pair(content_path, style_path, **kw) -> tuple[LoraSet, LoraSet]:
+    """Read a content and a style LoRA that must share one base architecture.
+
+    A file that fits several architectures (e.g. a CLIP-L-only LoRA: SDXL or FLUX) is read
+    for the one the other file is made for.
+
+    Raises:
+        ArchitectureError: the two files were made for different base models (names both).
+    """
+    content = load_lora(content_path, **kw)
+    style = load_lora(style_path, **kw)
+    if content.arch == style.arch:
+        return content, style
+    common = [n for n in ARCH_PREFERENCE if n in content.arch_candidates and n in style.arch_candidates]
+    if not common:
+        c_label, s_label = archmod.ARCH_LABELS[content.arch], archmod.ARCH_LABELS[style.arch]
+        raise ArchitectureError(
+            f"the content LoRA {content.name} is for {c_label} but the style LoRA {style.name} is for "
+            f"{s_label}; both must be made for the same base model",
+            hint="Pick two LoRAs trained on the same base model")
+    target = common[0]
+    if content.arch != target:
+        content = load_lora(content_path, arch=target, **kw)
+    if style.arch != target:
+        style = load_lora(style_path, arch=target, **kw)
+    return content, style

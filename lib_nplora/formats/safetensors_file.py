@@ -1,0 +1,310 @@
+"""Reading and writing .safetensors files, safely.
+
+* Pickle-based checkpoints (.pt/.ckpt/.bin/.pth, or a zip/pickle payload under any name) are
+  refused: unpickling a downloaded file can run arbitrary code.
+* The header is validated before anything is allocated (size limit, dtypes, shapes, offsets
+  inside the file, no overlaps), so a truncated or hostile file gets a clear FormatError.
+* The data section is read with one call into one buffer; tensors are views of it, and the
+  SHA-256 of that section (the LoRA hash A1111 and kohya show) is computed from the same bytes.
+* Writing streams each tensor's bytes to a temporary file in the target folder, checks the
+  result with the safetensors library, then renames it into place; an existing file is never
+  replaced unless asked. A failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import FormatError, OutputError, OutputExistsError, UnsafeFileError
+
+#: safetensors' own limit on the JSON header.
+MAX_HEADER_BYTES = 100_000_000
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+CONVERT_HINT = ("Convert it to .safetensors with a tool you trust (for example kohya's "
+                "sd-scripts or the WebUI's checkpoint merger), then use the .safetensors file")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # offset inside the data section
+    end: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """A validated safetensors header.
+
+    Attributes:
+        metadata: the ``__metadata__`` strings.
+        tensors: key -> TensorInfo.
+        data_offset: where the data section starts in the file (8 + header length).
+        file_size: size of the file in bytes.
+    """
+
+    metadata: dict[str, str]
+    tensors: dict[str, TensorInfo]
+    data_offset: int
+    file_size: int
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    """Raise UnsafeFileError for a pickle-based checkpoint name."""
+    name = os.fspath(path)
+    if name.lower().endswith(PICKLE_SUFFIXES):
+        raise UnsafeFileError(
+            "is a pickle-based checkpoint; loading it would unpickle it, which can run any code "
+            "the file contains, so NP-LoRA only reads .safetensors", path=name, hint=CONVERT_HINT)
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """Read and validate the header of a .safetensors file."""
+    refuse_pickle(path)
+    try:
+        with open(path, "rb") as f:
+            return _parse_header(f, path, os.fstat(f.fileno()).st_size)
+    except FileNotFoundError:
+        raise FormatError("file not found", path=path,
+                          hint="Check the name, or refresh the LoRA list") from None
+    except IsADirectoryError:
+        raise FormatError("is a folder, not a file", path=path) from None
+    except PermissionError:
+        raise FormatError("cannot be read (permission denied)", path=path) from None
+
+
+def _parse_header(f, path, size: int) -> Header:
+    if size == 0:
+        raise FormatError("is empty (0 bytes)", path=path,
+                          hint="The download or copy was probably interrupted; get the file again")
+    head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise UnsafeFileError("is a zip/pickle checkpoint renamed to .safetensors; loading it "
+                              "would unpickle it, which can run any code", path=path, hint=CONVERT_HINT)
+    if len(head) < 8:
+        raise FormatError(f"is too short to be a safetensors file ({size} bytes)", path=path)
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES:
+        raise FormatError(f"declares a {n}-byte header, over the {MAX_HEADER_BYTES}-byte limit; "
+                          "it is not a valid safetensors file", path=path)
+    if 8 + n > size:
+        raise FormatError(f"is truncated: the header needs {n} bytes but the file has {size - 8}",
+                          path=path, hint="Get the file again")
+    raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"has a damaged header ({e.__class__.__name__})", path=path,
+                          hint="It is not a safetensors file, or it is corrupt") from None
+    if not isinstance(header, dict):
+        raise FormatError("has a header that is not a JSON object", path=path)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise FormatError("has metadata that is not a map of strings", path=path)
+    data_size = size - 8 - n
+    tensors: dict[str, TensorInfo] = {}
+    spans = []
+    for key, info in header.items():
+        try:
+            dtype = DTYPES[info["dtype"]]
+            shape = tuple(int(s) for s in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+            if not isinstance(info["shape"], list) or any(isinstance(s, bool) for s in info["shape"]):
+                raise TypeError
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"tensor {key!r} has a malformed header entry", path=path) from None
+        if any(s < 0 for s in shape) or not 0 <= begin <= end <= data_size:
+            raise FormatError(f"tensor {key!r} points outside the file", path=path,
+                              hint="The file is truncated or corrupt; get it again")
+        numel = 1
+        for s in shape:
+            numel *= s
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if (end - begin) != numel * itemsize:
+            raise FormatError(f"tensor {key!r} has {end - begin} bytes but its shape {list(shape)} "
+                              f"needs {numel * itemsize}", path=path)
+        tensors[key] = TensorInfo(dtype, shape, begin, end)
+        spans.append((begin, end, key))
+    spans.sort()
+    for (b0, e0, k0), (b1, e1, k1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise FormatError(f"tensors {k0!r} and {k1!r} overlap", path=path)
+    return Header(dict(meta), tensors, 8 + n, size)
+
+
+def read_file(path: str | os.PathLike) -> tuple[Header, dict[str, torch.Tensor], str]:
+    """Read a whole .safetensors file.
+
+    Returns:
+        (header, tensors, sha256 of the data section). Tensors are CPU views of one buffer.
+    """
+    refuse_pickle(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header = _parse_header(f, path, size)
+            buf = bytearray(size - header.data_offset)
+            got = f.readinto(buf)
+    except FileNotFoundError:
+        raise FormatError("file not found", path=path,
+                          hint="Check the name, or refresh the LoRA list") from None
+    except IsADirectoryError:
+        raise FormatError("is a folder, not a file", path=path) from None
+    except PermissionError:
+        raise FormatError("cannot be read (permission denied)", path=path) from None
+    if got != len(buf):
+        raise FormatError("changed while it was being read", path=path, hint="Try again")
+    digest = hashlib.sha256(buf).hexdigest()
+    tensors = {}
+    for key, info in header.tensors.items():
+        tensors[key] = _view(buf, info)
+    return header, tensors, digest
+
+
+def _view(buf: bytearray, info: TensorInfo) -> torch.Tensor:
+    numel = 1
+    for s in info.shape:
+        numel *= s
+    if numel == 0:
+        return torch.empty(info.shape, dtype=info.dtype)
+    itemsize = info.end - info.begin
+    itemsize //= numel
+    if info.begin % itemsize:
+        # misaligned: copy out (rare; safetensors writers align tensors)
+        t = torch.frombuffer(bytearray(buf[info.begin:info.end]), dtype=info.dtype)
+    else:
+        t = torch.frombuffer(buf, dtype=info.dtype, count=numel, offset=info.begin)
+    return t.reshape(info.shape)
+
+
+def data_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of the bytes after the header (A1111's and kohya's LoRA hash)."""
+    header = read_header(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(header.data_offset)
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(t.view(torch.uint8).numpy())
+
+
+def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+               metadata: dict[str, str] | None = None, *, overwrite: bool = False) -> str:
+    """Write ``tensors`` (in this order) and ``metadata`` to ``path`` atomically.
+
+    Args:
+        path: destination; its folder must exist.
+        tensors: key -> tensor (any device; copied to CPU one at a time).
+        metadata: string -> string header metadata.
+        overwrite: replace an existing file.
+
+    Returns:
+        SHA-256 of the data section written.
+
+    Raises:
+        OutputExistsError: the file exists and ``overwrite`` is False.
+        OutputError: it could not be written; no partial file is left.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputExistsError("already exists", path=path,
+                                hint="Choose another name, or allow overwriting (--force)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError("cannot be written: its folder does not exist", path=path)
+    entries = {}
+    offset = 0
+    for key, t in tensors.items():
+        if t.dtype not in DTYPE_NAMES:
+            raise OutputError(f"tensor {key!r} has unsupported dtype {t.dtype}", path=path)
+        nbytes = t.numel() * t.element_size()
+        entries[key] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    head = {"__metadata__": dict(metadata or {})} if metadata else {}
+    head.update(entries)
+    raw = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    digest = hashlib.sha256()
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            for t in tensors.values():
+                mv = _tensor_bytes(t)
+                digest.update(mv)
+                f.write(mv)
+            f.flush()
+            os.fsync(f.fileno())
+        _check_written(tmp_name, path)
+        _commit(tmp_name, path, overwrite)
+        tmp_name = None
+    except OSError as e:
+        if isinstance(e, (OutputExistsError, OutputError)):
+            raise
+        raise OutputError(f"cannot be written ({e.strerror or e})", path=path) from None
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+    return digest.hexdigest()
+
+
+def _check_written(tmp_name: str, path: Path) -> None:
+    """Open the finished temporary file with the safetensors library itself."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(tmp_name, framework="pt") as f:
+            f.keys()
+    except Exception as e:  # the library's own error type differs between versions
+        raise OutputError(f"was written but does not read back ({e})", path=path) from None
+
+
+def _commit(tmp_name: str, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp_name, path)
+        return
+    try:
+        os.link(tmp_name, path)  # atomic, fails if the name exists
+    except FileExistsError:
+        raise OutputExistsError("already exists", path=path,
+                                hint="Choose another name, or allow overwriting (--force)") from None
+    except OSError:
+        # file systems without hard links: check, then rename
+        if path.exists():
+            raise OutputExistsError("already exists", path=path,
+                                    hint="Choose another name, or allow overwriting (--force)") from None
+        os.replace(tmp_name, path)
+        return
+    os.unlink(tmp_name)

@@ -1,0 +1,256 @@
+"""Write a fused LoRA as a kohya-format .safetensors file that A1111, Forge, reForge and ComfyUI
+all load unconverted.
+
+* Keys: ``lora_unet_…`` / ``lora_te…_`` + ``.lora_down.weight`` (R, in[, kh, kw]),
+  ``.lora_up.weight`` (out, R[, 1, 1]), ``.alpha`` = R: all scaling is baked into the factors.
+  SD1/SD2 UNet modules use the diffusers block names kohya's trainer writes; SDXL the SGM names;
+  FLUX the BFL fused names (parts are fused back into their parent: exact).
+* SD2 and SDXL's OpenCLIP text encoders are attention blocks that A1111 patches only when q, k,
+  v and out all have a module; a missing sibling is written as a zero update.
+* Passthrough modules keep their tensors and suffixes; bundled embeddings are kept.
+* Metadata: the minimal ``ss_*`` set (base model version from the inputs), ``modelspec.*`` with
+  ``merged_from``, and an ``nplora`` JSON block recording every parameter and both inputs' hashes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .. import arch as archmod
+from ..fused import FusedLora, FusedModule
+from ..fusion.linalg import lowrank_svd
+from .keys import SUFFIX_ROLES
+from .safetensors_file import write_file
+
+OUTPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+# role -> suffix used when a passthrough module is written back (kohya / LyCORIS spelling)
+_ROLE_TO_SUFFIX: dict[str, str] = {}
+for _suffix, _role in SUFFIX_ROLES.items():
+    if _suffix.startswith(".") and not _suffix.startswith((".lora_A", ".lora_B", ".lora.", ".lora_linear",
+                                                           ".down.", ".up.", ".lora_magnitude")):
+        _ROLE_TO_SUFFIX.setdefault(_role, _suffix)
+_ROLE_TO_SUFFIX["ia3_weight"] = ".weight"
+
+_MHA_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+@dataclass
+class SavedFile:
+    path: str
+    sha256: str
+    metadata: dict[str, str]
+    tensors: int
+
+
+def _refuse_parent(arch: archmod.Architecture, parent: str, parts: dict[str, FusedModule],
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fuse the parts' updates back into the parent weight's (up, down), exactly.
+
+    Parts are stacked block-diagonally and then reduced to their joint numerical rank with the
+    exact factor SVD (the parts of one fused LoRA share their down factor, so the rank is that
+    of one part, not the sum).
+    """
+    spec = arch.modules[parent]
+    downs, blocks = [], []
+    for pname in spec.parts:
+        m = parts.get(pname)
+        if m is None:
+            continue
+        downs.append(m.down.float())
+        blocks.append((arch.modules[pname], m.up.float()))
+    rank = sum(d.shape[0] for d in downs)
+    up = torch.zeros(spec.out_features, rank, device=downs[0].device)
+    col = 0
+    for pspec, u in blocks:
+        up[pspec.row_offset:pspec.row_offset + u.shape[0], col:col + u.shape[1]] = u
+        col += u.shape[1]
+    down = torch.cat(downs, dim=0)
+    left, right, _, keep = lowrank_svd(up, down)
+    keep = max(keep, 1)
+    return left[:, :keep].to(dtype).contiguous(), right[:keep].to(dtype).contiguous()
+
+
+def _shape(spec: archmod.ModuleSpec, up: torch.Tensor, down: torch.Tensor):
+    r = down.shape[0]
+    if spec.kind == "conv":
+        out, inn, kh, kw = spec.shape
+        return up.reshape(out, r, 1, 1), down.reshape(r, inn, kh, kw)
+    return up.reshape(up.shape[0], r), down.reshape(r, -1)
+
+
+def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """kohya tensors for a fused LoRA, in key order; plus notes on what was added.
+
+    Args:
+        fused: the fusion result.
+        dtype: cast the fused factors to this dtype (default: keep theirs).
+    """
+    a = archmod.get(fused.arch)
+    out: dict[str, torch.Tensor] = {}
+    notes: list[str] = []
+    entries: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, archmod.ModuleSpec]] = {}
+    by_parent: dict[str, dict[str, FusedModule]] = {}
+    for name, m in fused.modules.items():
+        spec = a.modules[name]
+        if spec.parent:
+            by_parent.setdefault(spec.parent, {})[name] = m
+            continue
+        up, down = m.up, m.down
+        if dtype is not None:
+            up, down = up.to(dtype), down.to(dtype)
+        entries[name] = (up, down, m.bias, spec)
+    for parent, parts in by_parent.items():
+        dt = dtype or next(iter(parts.values())).up.dtype
+        up, down = _refuse_parent(a, parent, parts, dt)
+        biases = [(a.modules[p], m.bias) for p, m in parts.items() if m.bias is not None]
+        bias = None
+        if biases:
+            bias = torch.zeros(a.modules[parent].out_features, dtype=dt)
+            for pspec, b in biases:
+                bias[pspec.row_offset:pspec.row_offset + b.shape[0]] = b.to(dt)
+        entries[parent] = (up, down, bias, a.modules[parent])
+
+    _pad_attention_blocks(a, fused, entries, notes)
+
+    for name in sorted(entries, key=a.kohya_key):
+        up, down, bias, spec = entries[name]
+        key = a.kohya_key(name)
+        up, down = _shape(spec, up, down)
+        out[f"{key}.lora_down.weight"] = down.detach().to("cpu").contiguous()
+        out[f"{key}.lora_up.weight"] = up.detach().to("cpu").contiguous()
+        out[f"{key}.alpha"] = torch.tensor(float(down.shape[0]), dtype=down.dtype)
+        if bias is not None:
+            out[f"{key}.bias"] = bias.detach().to("cpu").contiguous()
+
+    for name in sorted(fused.passthrough, key=a.kohya_key):
+        mod = fused.passthrough[name]
+        key = a.kohya_key(name)
+        for role, t in mod.tensors.items():
+            if role == "dora_scale" and t.dim() == 1:
+                t = t.reshape(-1, 1)  # PEFT's magnitude vector (out,) -> LyCORIS (out, 1)
+            out[key + _ROLE_TO_SUFFIX[role]] = t.detach().to("cpu").contiguous()
+    for key in sorted(fused.extras):
+        out[key] = fused.extras[key].detach().to("cpu").contiguous()
+    return out, notes
+
+
+def _pad_attention_blocks(a: archmod.Architecture, fused: FusedLora, entries: dict, notes: list[str]) -> None:
+    """Give every OpenCLIP attention block with any of q/k/v/out all four (zero updates)."""
+    if a.name not in ("sd2", "sdxl"):
+        return
+    component = "te" if a.name == "sd2" else "te2"
+    present = set(entries) | set(fused.passthrough)
+    blocks = {n.rsplit(".", 1)[0] for n in present
+              if n.startswith(component + ".") and n.rsplit(".", 1)[1] in _MHA_PROJ}
+    for block in sorted(blocks):
+        for proj in _MHA_PROJ:
+            name = f"{block}.{proj}"
+            if name in present or name not in a.modules:
+                continue
+            spec = a.modules[name]
+            dt = next(iter(entries.values()))[0].dtype if entries else torch.float16
+            entries[name] = (torch.zeros(spec.out_features, 1, dtype=dt),
+                             torch.zeros(1, spec.in_features, dtype=dt), None, spec)
+            notes.append(f"{name}: added as a zero update so that A1111 applies the other projections "
+                         "of this attention block")
+
+
+def _merge_tag_frequency(content: dict[str, str], style: dict[str, str]) -> str | None:
+    merged = {}
+    for label, meta in (("content", content), ("style", style)):
+        raw = meta.get("ss_tag_frequency")
+        if not raw:
+            continue
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict):
+            for k, v in data.items():
+                merged[f"{label}: {k}"] = v
+    return json.dumps(merged) if merged else None
+
+
+def build_metadata(fused: FusedLora, output_name: str, state: dict[str, torch.Tensor],
+                   content_meta: dict[str, str] | None = None, style_meta: dict[str, str] | None = None,
+                   notes: list[str] | None = None) -> dict[str, str]:
+    """The header metadata of a fused file (all values are strings)."""
+    content_meta, style_meta = content_meta or {}, style_meta or {}
+    defaults = archmod.ARCH_METADATA[fused.arch]
+    ranks = {int(t.reshape(()).item()) for k, t in state.items() if k.endswith(".alpha")}
+    dim = str(ranks.pop()) if len(ranks) == 1 else "Dynamic"
+    p = fused.params
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": dim,
+        "ss_network_alpha": dim,
+        "ss_base_model_version": content_meta.get("ss_base_model_version")
+        or style_meta.get("ss_base_model_version") or defaults["ss_base_model_version"],
+        "ss_v2": defaults["ss_v2"],
+        "ss_output_name": output_name,
+        "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.architecture": content_meta.get("modelspec.architecture")
+        or style_meta.get("modelspec.architecture") or defaults["modelspec.architecture"],
+        "modelspec.implementation": defaults["modelspec.implementation"],
+        "modelspec.resolution": content_meta.get("modelspec.resolution") or defaults["modelspec.resolution"],
+        "modelspec.title": output_name,
+        "modelspec.date": _dt.date.today().isoformat(),
+        "modelspec.merged_from": f"{fused.content.name}, {fused.style.name}",
+        "modelspec.description": (
+            f"NP-LoRA fusion of content {fused.content.name} and style {fused.style.name} "
+            f"({'direct merge' if p.method == 'direct' else 'hard projection' if p.hard else f'mu={p.mu:g}'})"),
+    }
+    tags = _merge_tag_frequency(content_meta, style_meta)
+    if tags:
+        meta["ss_tag_frequency"] = tags
+    counts = fused.counts()
+    block = {
+        "version": __version__,
+        "method": p.method,
+        "mu": p.mu, "c": p.c, "hard": p.hard,
+        "k": p.k, "energy": p.energy, "k_policy": p.k_policy,
+        "rank_tolerance": "singular values <= max(out, in) * eps(float32) * sigma_max are dropped",
+        "scope": p.scope,
+        "projection": "right (input space): dW = ws*dW_s + wc*dW_c (I - c V_k V_k^T), c = mu/(1+mu)",
+        "output": "per fused module rank r_style + r_content; alpha = rank; scaling baked in",
+        "content": _input_block(fused.content),
+        "style": _input_block(fused.style),
+        "modules": counts,
+        "passthrough": {n: m.kind for n, m in sorted(fused.passthrough.items())},
+        "notes": (notes or [])[:50],
+        "warnings": fused.warnings[:50],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta["nplora"] = json.dumps(block, sort_keys=True)
+    return meta
+
+
+def _input_block(info) -> dict:
+    return {"name": info.name, "file": os.path.basename(info.path), "sha256": info.sha256,
+            "short_hash": info.short_hash, "weight": info.weight, "format": info.format}
+
+
+def save_fused(fused: FusedLora, path: str | os.PathLike, *, output_name: str | None = None,
+               overwrite: bool = False, dtype: torch.dtype | None = None,
+               content_meta: dict[str, str] | None = None,
+               style_meta: dict[str, str] | None = None) -> SavedFile:
+    """Write ``fused`` to ``path`` (atomically; never over an existing file unless ``overwrite``).
+
+    Args:
+        output_name: ``ss_output_name`` / title (default: the file stem).
+        dtype: cast the factors to this dtype (default: as fused).
+        content_meta, style_meta: the inputs' metadata (base model version, tags).
+    """
+    path = Path(path)
+    state, notes = to_state_dict(fused, dtype)
+    meta = build_metadata(fused, output_name or path.stem, state, content_meta, style_meta, notes)
+    digest = write_file(path, state, meta, overwrite=overwrite)
+    return SavedFile(str(path), digest, meta, len(state))

@@ -1,0 +1,247 @@
+"""NP-LoRA fusion of a content and a style LoRA, at the factor level, batched.
+
+Per module present in both inputs (B = up, A = down, s = user weight * alpha / rank)::
+
+    V      = top-k right singular vectors of B_s A_s            (basis.compute_bases)
+    A_c'   = A_c - c (A_c V) V^T                                (linalg.project_out)
+    up     = [s_s B_s, s_c B_c]        (out, r_s + r_c)
+    down   = [A_s ; A_c']              (r_s + r_c, in)
+
+so up @ down = s_s dW_s + s_c dW_c (I - c V V^T) exactly: only the content's down factor
+changes and no dense out x in matrix is ever formed. c = mu / (1 + mu); c = 1 for hard
+projection; c = 0 for the direct merge and for text-encoder modules unless scope = "all".
+Modules present in one input pass through with their weight; non-additive module types
+(DoRA, OFT, ...) are carried over unchanged, and refused where both inputs touch the same
+weight. ``reference.fuse_module`` is the readable one-module version used by the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import arch as archmod
+from ..errors import ArchitectureError, ParameterError, UnsupportedModuleError
+from ..fused import FusedLora, FusedModule, InputInfo
+from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
+from ..params import FuseParams
+from . import linalg
+from .basis import ModuleBasis, compute_bases
+from .batching import batches, stack
+
+BasisProvider = Callable[[LoraSet, list, "int | None", "float | None", object], dict]
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class FusionPlan:
+    """Which module goes where.
+
+    Attributes:
+        pairs: low-rank in both inputs: fused.
+        projected: the pairs whose content is projected (c > 0).
+        content_only, style_only: low-rank in one input: passed through, weighted.
+        passthrough: (module, weight, origin) for non-additive modules.
+    """
+
+    pairs: list[str] = field(default_factory=list)
+    projected: set[str] = field(default_factory=set)
+    content_only: list[str] = field(default_factory=list)
+    style_only: list[str] = field(default_factory=list)
+    passthrough: list[tuple[LoraModule, float, str]] = field(default_factory=list)
+
+
+def _is_text_encoder(name: str) -> bool:
+    return name.split(".", 1)[0] in archmod.TEXT_ENCODER_COMPONENTS
+
+
+def _overlaps(name: str, other: dict) -> str | None:
+    """Name of a module in ``other`` acting on the same weight as ``name`` (itself, parent or part)."""
+    if name in other:
+        return name
+    parent = name.split(":", 1)[0]
+    if parent in other:
+        return parent
+    prefix = name + ":"
+    return next((n for n in other if n.startswith(prefix)), None)
+
+
+def plan_fusion(content: LoraSet, style: LoraSet, params: FuseParams) -> FusionPlan:
+    """Pair the modules of the two inputs and decide what happens to each."""
+    if content.arch != style.arch:
+        raise ArchitectureError(
+            f"the content LoRA {content.name} is for {archmod.ARCH_LABELS[content.arch]} but the style "
+            f"LoRA {style.name} is for {archmod.ARCH_LABELS[style.arch]}",
+            hint="Pick two LoRAs made for the same base model")
+    wc, ws = params.content_weight, params.style_weight
+    if wc == 0 and ws == 0:
+        raise ParameterError("both weights are 0: the result would be empty",
+                             hint="Give the content or the style a non-zero weight")
+    plan = FusionPlan()
+    c = params.c
+    for side, mods, other, w, other_w in (("content", content.modules, style.modules, wc, ws),
+                                          ("style", style.modules, content.modules, ws, wc)):
+        for name, mod in mods.items():
+            hit = _overlaps(name, other)
+            if hit is not None and w != 0 and other_w != 0 and not (mod.is_lowrank and other[hit].is_lowrank):
+                passthrough = mod if not mod.is_lowrank else other[hit]
+                raise UnsupportedModuleError(
+                    f"one LoRA has a {passthrough.kind} module here and the other LoRA also changes this "
+                    "weight; such modules cannot be fused",
+                    path=(content if side == "content" else style).path, module=name,
+                    hint="Use a plain LoRA/LoCon/LoHa/LoKr version of one of them, or set one weight to 0")
+            if not mod.is_lowrank:
+                if w != 0:
+                    plan.passthrough.append((mod, w, side))
+                continue
+            if hit is not None and other_w != 0 and other[hit].is_lowrank:
+                if side == "content" and w != 0:  # each pair is recorded once, from the content side
+                    plan.pairs.append(name)
+                    if c > 0 and (params.scope == "all" or not _is_text_encoder(name)):
+                        plan.projected.add(name)
+                continue
+            if w != 0:
+                (plan.content_only if side == "content" else plan.style_only).append(name)
+    return plan
+
+
+def weighted_passthrough(mod: LoraModule, weight: float, path: str) -> LoraModule:
+    """A passthrough module with a user weight applied, where its type is linear in its tensors."""
+    if weight == 1.0:
+        return mod
+    roles = WEIGHTABLE_PASSTHROUGH.get(mod.kind)
+    if roles is None:
+        raise UnsupportedModuleError(
+            f"{mod.kind} module cannot be scaled by a weight of {weight:g}", path=path, module=mod.name,
+            hint="Set this LoRA's weight to 1, or use a plain LoRA version of it")
+    tensors = {r: (t * weight if r in roles else t) for r, t in mod.tensors.items()}
+    return LoraModule(mod.name, mod.kind, None, tensors=tensors, source_keys=mod.source_keys)
+
+
+def balance(up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale each rank component so that its up column and down row have equal norms.
+
+    up (G, m, R), down (G, R, n) -> same shapes, same product; keeps fp16/bf16 output accurate.
+    """
+    nu = torch.linalg.vector_norm(up, dim=1)          # (G, R)
+    nd = torch.linalg.vector_norm(down, dim=2)        # (G, R)
+    ok = (nu > 0) & (nd > 0)
+    d = torch.where(ok, (nu / torch.where(ok, nd, torch.ones_like(nd))).sqrt(), torch.ones_like(nu))
+    return up / d[:, None, :], down * d[:, :, None]
+
+
+def _bias(*terms) -> torch.Tensor | None:
+    out = None
+    for w, b in terms:
+        if b is not None:
+            b = b.float() * w
+            out = b if out is None else out + b
+    return out
+
+
+def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
+         dtype: torch.dtype = torch.float16, out_device="cpu", bases: BasisProvider | None = None,
+         progress: Progress | None = None) -> FusedLora:
+    """Fuse a content and a style LoRA (see the module docstring).
+
+    Args:
+        content, style: the inputs, read for the same architecture (``formats.reader.load_pair``).
+        params: the fusion parameters.
+        device: where the math runs (None = CPU; "cuda" for a GPU).
+        dtype: dtype of the fused factors (float16, bfloat16 or float32).
+        out_device: where the fused factors are put.
+        bases: provider of style bases (``cache.Caches.bases``); None computes them.
+        progress: called with (modules done, modules total).
+
+    Returns:
+        FusedLora with rank r_s + r_c per fused module, scaling baked in.
+    """
+    plan = plan_fusion(content, style, params)
+    wc, ws = params.content_weight, params.style_weight
+    c = params.c
+    total = len(plan.pairs) + len(plan.content_only) + len(plan.style_only)
+    done = 0
+    fused = FusedLora(content.arch, params, InputInfo.of(content, wc), InputInfo.of(style, ws))
+    fused.warnings += [f"content: {w}" for w in content.warnings] + [f"style: {w}" for w in style.warnings]
+
+    provider = bases or (lambda lora, names, k, e, dev: compute_bases(lora, names, k, e, dev))
+    basis: dict[str, ModuleBasis] = {}
+    if plan.projected:
+        names = [n for n in plan.pairs if n in plan.projected]
+        basis = provider(style, names, params.k, params.energy, device)
+
+    cm, sm = content.modules, style.modules
+
+    def pair_key(n):
+        fs, fc = sm[n].factors, cm[n].factors
+        return fs.out_features, fs.in_features, fs.rank, fc.rank, n in plan.projected
+
+    def pair_bytes(n):
+        m, i, rs, rc, _ = pair_key(n)
+        return 4 * (rs + rc) * (m + i) * 3
+
+    for (m, n_in, rs, rc, projected), chunk in batches(plan.pairs, pair_key, pair_bytes):
+        b_s = stack([sm[n].factors.up for n in chunk], device)
+        a_s = stack([sm[n].factors.down for n in chunk], device)
+        b_c = stack([cm[n].factors.up for n in chunk], device)
+        a_c = stack([cm[n].factors.down for n in chunk], device)
+        if projected:
+            v = torch.stack([basis[n].v for n in chunk]).to(a_c.device)
+            a_c = linalg.project_out(a_c, v, c)
+        s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=b_s.device)
+        s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=b_s.device)
+        up = torch.cat([b_s * s_s[:, None, None], b_c * s_c[:, None, None]], dim=2)
+        down = torch.cat([a_s, a_c], dim=1)
+        up, down = balance(up, down)
+        up = up.to(device=out_device, dtype=dtype)
+        down = down.to(device=out_device, dtype=dtype)
+        for i, n in enumerate(chunk):
+            bias = _bias((ws, sm[n].factors.bias), (wc, cm[n].factors.bias))
+            fused.modules[n] = FusedModule(
+                n, up[i], down[i], bias.to(out_device, dtype) if bias is not None else None, "fused",
+                basis[n].k if projected else 0, c if projected else 0.0)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+
+    for origin, names, lora, w in (("content", plan.content_only, content, wc),
+                                   ("style", plan.style_only, style, ws)):
+        mods = lora.modules
+
+        def one_key(n, mods=mods):
+            f = mods[n].factors
+            return f.out_features, f.in_features, f.rank
+
+        def one_bytes(n, mods=mods):
+            m, i, r = one_key(n)
+            return 4 * r * (m + i) * 3
+
+        for _, chunk in batches(names, one_key, one_bytes):
+            b = stack([mods[n].factors.up for n in chunk], device)
+            a = stack([mods[n].factors.down for n in chunk], device)
+            s = torch.tensor([w * mods[n].factors.scale for n in chunk], device=b.device)
+            up, down = balance(b * s[:, None, None], a)
+            up = up.to(device=out_device, dtype=dtype)
+            down = down.to(device=out_device, dtype=dtype)
+            for i, n in enumerate(chunk):
+                bias = _bias((w, mods[n].factors.bias))
+                fused.modules[n] = FusedModule(n, up[i], down[i],
+                                               bias.to(out_device, dtype) if bias is not None else None, origin)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+
+    for mod, w, origin in plan.passthrough:
+        src = content if origin == "content" else style
+        fused.passthrough[mod.name] = weighted_passthrough(mod, w, src.path)
+        fused.warnings.append(f"{mod.name}: {mod.kind} module from the {origin} LoRA carried over unchanged")
+
+    for origin, lora in (("content", content), ("style", style)):
+        for key, t in lora.extras.items():
+            if key in fused.extras:
+                fused.warnings.append(f"{key}: both LoRAs bundle it; the content LoRA's is kept")
+                continue
+            fused.extras[key] = t
+    return fused

@@ -1,0 +1,53 @@
+"""The readable one-module NP-LoRA fusion: the same math as ``merge.fuse`` without batching.
+
+It is the reference the batched path is tested against; read it first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .linalg import numerical_rank
+
+
+def style_basis(up_s: torch.Tensor, down_s: torch.Tensor, k: int | None = None,
+                energy: float | None = None) -> torch.Tensor:
+    """Top-k right singular vectors of up_s (m, r) @ down_s (r, n), from the factors.
+
+    Returns:
+        V (n, k) with orthonormal columns spanning the update's principal input directions.
+    """
+    up_s, down_s = up_s.float(), down_s.float()
+    q_b, r_b = torch.linalg.qr(up_s)                      # up_s = Q_b R_b
+    q_a, r_a = torch.linalg.qr(down_s.T)                  # down_s^T = Q_a R_a
+    _, s, vh = torch.linalg.svd((r_b.double() @ r_a.double().T), full_matrices=False)
+    rank = numerical_rank(s, up_s.shape[0], down_s.shape[1])
+    keep = rank
+    if k is not None:
+        keep = min(k, rank)
+    elif energy is not None:
+        e = s[:rank] ** 2
+        share = torch.cumsum(e, 0) / e.sum()
+        keep = min(int((share < energy - 1e-12).sum()) + 1, rank)
+    return q_a @ vh[:keep].T.float()                      # (n, keep)
+
+
+def fuse_module(up_s, down_s, scale_s, up_c, down_c, scale_c, c: float,
+                k: int | None = None, energy: float | None = None):
+    """dW = scale_s up_s down_s + scale_c up_c down_c (I - c V V^T), as factors.
+
+    Args:
+        up_s (m, r_s), down_s (r_s, n), up_c (m, r_c), down_c (r_c, n): the two updates.
+        scale_s, scale_c: user weight times alpha / rank of each.
+        c: suppression strength in [0, 1] (0 = direct merge, 1 = hard projection).
+
+    Returns:
+        up (m, r_s + r_c), down (r_s + r_c, n), float32, with up @ down = dW.
+    """
+    down_c = down_c.float()
+    if c > 0:
+        v = style_basis(up_s, down_s, k, energy)
+        down_c = down_c - c * (down_c @ v) @ v.T          # the only change to the content
+    up = torch.cat([scale_s * up_s.float(), scale_c * up_c.float()], dim=1)
+    down = torch.cat([down_s.float(), down_c], dim=0)
+    return up, down
