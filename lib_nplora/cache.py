@@ -76,8 +76,9 @@ class Caches:
             _, (_, n) = self._entries.popitem(last=False)
             self._bytes -= n
 
-    def _once(self, key: Hashable, make: Callable[[], tuple[object, int]]):
-        """Get ``key`` or compute it once, even when several threads ask at the same time."""
+    def memo(self, key: Hashable, make: Callable[[], tuple[object, int]]):
+        """Get ``key`` or compute it once (``make() -> (value, nbytes)``), even when several
+        threads ask at the same time."""
         value = self._get(key)
         if value is not None:
             return value
@@ -123,7 +124,7 @@ class Caches:
             lora = load_lora(path, arch=arch)
             return lora, lora.nbytes()
 
-        return self._once(key, make)
+        return self.memo(key, make)
 
     def load_pair(self, content_path, style_path) -> tuple[LoraSet, LoraSet]:
         """``formats.reader.load_pair`` through the cache."""

@@ -1,0 +1,123 @@
+"""Fusion for the extension, the tab and the REST API: names in, fused LoRA / analysis / saved
+file out, with every step cached.
+
+* The inputs go through ``lib_nplora.cache`` (files by path+size+mtime, style bases by file hash
+  and k), so a new mu or weight costs only the projection.
+* Fused results are kept by (input versions, parameters, device, dtype) in the same byte-bounded
+  cache: generating again with the same settings costs nothing.
+* Saving writes into the index's folder under a checked file name, atomically, never over an
+  existing file unless asked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from ..analysis import Analysis, analyze
+from ..cache import Caches
+from ..cache import shared as shared_caches
+from ..errors import NpLoraError
+from ..formats.writer import SavedFile, save_fused
+from ..fused import FusedLora
+from ..fusion.merge import Progress, fuse
+from .index import LoraEntry, LoraIndex, LoraNameError, check_name
+from .request import FusionRequest
+
+
+class OutputNameError(NpLoraError, ValueError):
+    """A bad file name for a fused LoRA."""
+
+
+_BAD_CHARS = re.compile(r'[<>:"|?*\x00-\x1f]')
+
+
+def output_path(index: LoraIndex, name: str) -> Path:
+    """Where a fused LoRA called ``name`` goes: ``<LoRA folder>/<name>.safetensors``.
+
+    Raises:
+        OutputNameError: empty, a path, reserved characters, or it would leave the folder.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise OutputNameError("the file name is empty", hint="Type a name for the fused LoRA")
+    name = name.strip()
+    if name.lower().endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    try:
+        check_name(name, "file name")
+    except LoraNameError as e:
+        raise OutputNameError(e.problem, hint="Type a plain file name, without folders") from None
+    if _BAD_CHARS.search(name) or name.startswith(".") or name.endswith((" ", ".")):
+        raise OutputNameError(f"the file name {name!r} has characters a file name cannot have",
+                              hint="Use letters, digits, spaces, '-' and '_'")
+    folder = Path(index.folder).resolve()
+    path = (folder / f"{name}.safetensors").resolve()
+    if path.parent != folder:
+        raise OutputNameError(f"the file name {name!r} would leave the LoRA folder")
+    return path
+
+
+def default_output_name(request: FusionRequest) -> str:
+    p = request.params
+    how = "direct" if p.method == "direct" else "hard" if p.hard else f"mu{p.mu:g}"
+    k = f"_k{p.k}" if p.k is not None else ""
+    return f"{request.content}+{request.style}_nplora_{how}{k}".replace("/", "_")
+
+
+class FusionService:
+    """Resolve names, fuse, analyze and save, through one set of caches."""
+
+    def __init__(self, caches: Caches | None = None):
+        self.caches = caches or shared_caches
+
+    def inputs(self, index: LoraIndex, request: FusionRequest) -> tuple[LoraEntry, LoraEntry]:
+        return index.resolve(request.content, "content LoRA"), index.resolve(request.style, "style LoRA")
+
+    def fuse(self, index: LoraIndex, request: FusionRequest, *, device=None,
+             dtype: torch.dtype = torch.float16, progress: Progress | None = None) -> FusedLora:
+        """The fused LoRA for ``request`` (cached)."""
+        c_entry, s_entry = self.inputs(index, request)
+        content, style = self.caches.load_pair(c_entry.path, s_entry.path)
+        key = ("fused", content.sha256, style.sha256, content.arch, request.params, str(device), str(dtype))
+
+        def make():
+            fused = fuse(content, style, request.params, device=device, dtype=dtype,
+                         out_device=device or "cpu", bases=self.caches.bases, progress=progress)
+            return fused, fused.nbytes()
+
+        return self.caches.memo(key, make)
+
+    def analyze(self, index: LoraIndex, request: FusionRequest, *, device=None) -> Analysis:
+        c_entry, s_entry = self.inputs(index, request)
+        content, style = self.caches.load_pair(c_entry.path, s_entry.path)
+        return analyze(content, style, request.params, device=device, bases=self.caches.bases)
+
+    def save(self, index: LoraIndex, request: FusionRequest, name: str, *, overwrite: bool = False,
+             dtype: torch.dtype = torch.float16, device=None, progress: Progress | None = None) -> SavedFile:
+        """Fuse and write ``<LoRA folder>/<name>.safetensors``; the index is refreshed after."""
+        path = output_path(index, name)
+        if path.exists() and not overwrite:
+            from ..errors import OutputExistsError
+
+            raise OutputExistsError("already exists", path=path,
+                                    hint="Choose another name, or confirm overwriting")
+        c_entry, s_entry = self.inputs(index, request)
+        content, style = self.caches.load_pair(c_entry.path, s_entry.path)
+        fused = self.fuse(index, request, device=device, dtype=dtype, progress=progress)
+        saved = save_fused(fused, path, output_name=path.stem, overwrite=overwrite,
+                           content_meta=content.metadata, style_meta=style.metadata)
+        index.refresh()
+        return saved
+
+    def forget_fused(self) -> int:
+        """Drop every cached fused result (e.g. when the model changes); returns how many."""
+        return self.caches.drop(lambda k: isinstance(k, tuple) and k and k[0] == "fused")
+
+
+def describe_file(path: str | os.PathLike) -> dict:
+    """Name, size and short hash of a saved file, for answers to the UI and the API."""
+    p = Path(path)
+    return {"name": p.stem, "file": p.name, "bytes": p.stat().st_size}

@@ -1,0 +1,343 @@
+"""Generate lib_nplora/arch/tables/{sd1,sd2,sdxl,flux}.json from the real model classes.
+
+The UNets / DiT and text encoders are instantiated on the meta device (no weights, no download)
+from the published configs written below; every Linear, Conv2d and (for the SD models) affine
+norm layer is listed with its weight shape, its canonical name (original LDM/SGM layout for SD
+UNets, BFL layout for FLUX, HF transformers layout for text encoders) and its diffusers pipeline
+name. ``--check`` runs diffusers' own original->diffusers checkpoint converters on a fake
+checkpoint built from the tables and asserts that every module lands where the table says.
+
+Developer tool, not needed at run time. Needs (in a throw-away venv):
+    pip install torch==2.13.0 diffusers transformers accelerate
+Run from the repository root:
+    python tools/gen_arch_tables.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+OUT = Path(__file__).resolve().parent.parent / "lib_nplora" / "arch" / "tables"
+
+# ---------------------------------------------------------------------------- published configs
+SD15_UNET = dict(
+    act_fn="silu", attention_head_dim=8, block_out_channels=[320, 640, 1280, 1280], cross_attention_dim=768,
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2,
+    mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, out_channels=4, sample_size=64,
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
+SD21_UNET = dict(SD15_UNET, attention_head_dim=[5, 10, 20, 20], cross_attention_dim=1024,
+                 use_linear_projection=True, sample_size=96)
+SDXL_UNET = dict(
+    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64,
+    addition_time_embed_dim=256, attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280],
+    cross_attention_dim=2048, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2,
+    mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, out_channels=4,
+    projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=[1, 2, 10],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True)
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+              max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", projection_dim=768)
+SD2_TE = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+              max_position_embeddings=77, vocab_size=49408, hidden_act="gelu", projection_dim=512)
+CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+              max_position_embeddings=77, vocab_size=49408, hidden_act="gelu", projection_dim=1280)
+FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True)
+T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, feed_forward_proj="gated-gelu",
+              vocab_size=32128, is_encoder_decoder=False)
+
+
+def _layers(model, with_norms: bool):
+    """(path, kind, shape) of every Linear / Conv2d (/ affine norm) in definition order."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            yield name, "linear", list(mod.weight.shape)
+        elif isinstance(mod, torch.nn.Conv2d):
+            yield name, "conv", list(mod.weight.shape)
+        elif with_norms and isinstance(mod, (torch.nn.LayerNorm, torch.nn.GroupNorm)) \
+                and getattr(mod, "weight", None) is not None:
+            yield name, "norm", list(mod.weight.shape)
+
+
+# ---------------------------------------------------------------------------- diffusers -> LDM UNet
+_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def ldm_unet_path(path: str, cfg: dict) -> str:
+    """Original (LDM / SGM openaimodel) path of a diffusers UNet2DConditionModel module."""
+    p = path.split(".")
+    per = cfg["layers_per_block"]
+    top = {"conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+           "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+           "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+    if path in top:
+        return top[path]
+
+    def inner(kind, rest):
+        if kind == "resnets":
+            return _RESNET[rest[0]] + ("." + ".".join(rest[1:]) if rest[1:] else "")
+        return ".".join(rest)
+
+    if p[0] == "down_blocks":
+        i, kind, j, rest = int(p[1]), p[2], int(p[3]), p[4:]
+        if kind == "downsamplers":
+            assert rest == ["conv"], path
+            return f"input_blocks.{(per + 1) * (i + 1)}.0.op"
+        block = 1 + i * (per + 1) + j
+        return f"input_blocks.{block}.{0 if kind == 'resnets' else 1}.{inner(kind, rest)}"
+    if p[0] == "mid_block":
+        kind, j, rest = p[1], int(p[2]), p[3:]
+        idx = 1 if kind == "attentions" else (0 if j == 0 else 2)
+        return f"middle_block.{idx}.{inner(kind, rest)}"
+    if p[0] == "up_blocks":
+        i, kind, j, rest = int(p[1]), p[2], int(p[3]), p[4:]
+        has_attn = "CrossAttn" in cfg["up_block_types"][i]
+        if kind == "upsamplers":
+            assert rest == ["conv"], path
+            return f"output_blocks.{i * (per + 1) + per}.{2 if has_attn else 1}.conv"
+        block = i * (per + 1) + j
+        return f"output_blocks.{block}.{0 if kind == 'resnets' else 1}.{inner(kind, rest)}"
+    raise ValueError(f"unmapped UNet module {path}")
+
+
+# ---------------------------------------------------------------------------- diffusers -> BFL FLUX
+_FLUX_DOUBLE = {
+    "attn.to_q": "img_attn.qkv:q", "attn.to_k": "img_attn.qkv:k", "attn.to_v": "img_attn.qkv:v",
+    "attn.add_q_proj": "txt_attn.qkv:q", "attn.add_k_proj": "txt_attn.qkv:k", "attn.add_v_proj": "txt_attn.qkv:v",
+    "attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj",
+    "ff.net.0.proj": "img_mlp.0", "ff.net.2": "img_mlp.2",
+    "ff_context.net.0.proj": "txt_mlp.0", "ff_context.net.2": "txt_mlp.2",
+    "norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin",
+}
+_FLUX_SINGLE = {"attn.to_q": "linear1:q", "attn.to_k": "linear1:k", "attn.to_v": "linear1:v",
+                "proj_mlp": "linear1:mlp", "proj_out": "linear2", "norm.linear": "modulation.lin"}
+_FLUX_TOP = {
+    "x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear",
+    "norm_out.linear": "final_layer.adaLN_modulation.1",
+    "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+    "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+    "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+    "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+    "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+    "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
+}
+_FLUX_SWAPPED = {"norm_out.linear"}
+FLUX_PARTS = {"img_attn.qkv": ("q", "k", "v"), "txt_attn.qkv": ("q", "k", "v"), "linear1": ("q", "k", "v", "mlp")}
+
+
+def bfl_path(path: str) -> str:
+    if path in _FLUX_TOP:
+        return _FLUX_TOP[path]
+    p = path.split(".")
+    rest = ".".join(p[2:])
+    if p[0] == "transformer_blocks":
+        return f"double_blocks.{p[1]}.{_FLUX_DOUBLE[rest]}"
+    if p[0] == "single_transformer_blocks":
+        return f"single_blocks.{p[1]}.{_FLUX_SINGLE[rest]}"
+    raise ValueError(f"unmapped FLUX module {path}")
+
+
+# ---------------------------------------------------------------------------- building
+def _row(name, kind, shape, aliases=(), **extra):
+    row = {"name": name, "kind": kind, "shape": shape, "aliases": list(aliases)}
+    row.update(extra)
+    return row
+
+
+def sd_unet_rows(cfg):
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**cfg)
+    return [_row(f"unet.{ldm_unet_path(p, cfg)}", kind, shape, [f"unet.{p}"])
+            for p, kind, shape in _layers(unet, with_norms=True)]
+
+
+def text_rows(prefix: str, pipeline: str, cfg: dict, with_projection=False, t5=False):
+    import transformers as tf
+
+    with torch.device("meta"):
+        if t5:
+            model = tf.T5EncoderModel(tf.T5Config(**cfg))
+        elif with_projection:
+            model = tf.CLIPTextModelWithProjection(tf.CLIPTextConfig(**cfg))
+        else:
+            model = tf.CLIPTextModel(tf.CLIPTextConfig(**cfg))
+    return [_row(f"{prefix}.{p}", kind, shape, [f"{pipeline}.{p}"])
+            for p, kind, shape in _layers(model, with_norms=not t5)]
+
+
+def flux_rows():
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(**FLUX_DEV)
+    parts: dict[str, list] = {}
+    rows = []
+    for p, kind, shape in _layers(model, with_norms=False):
+        name = f"unet.{bfl_path(p)}"
+        extra = {"swapped_halves_aliases": [f"transformer.{p}"]} if p in _FLUX_SWAPPED else {}
+        rows.append(_row(name, kind, shape, [f"transformer.{p}"], **extra))
+        if ":" in name:
+            parts.setdefault(name.split(":")[0], []).append((name.split(":")[1], shape))
+    out = []
+    done = set()
+    for r in rows:
+        parent = r["name"].split(":")[0]
+        if ":" in r["name"] and parent not in done:
+            ps = parts[parent]
+            order = FLUX_PARTS[parent.split(".", 3)[-1]]
+            ps.sort(key=lambda x: order.index(x[0]))
+            assert len({s[1] for _, s in ps}) == 1
+            out.append(_row(parent, "linear", [sum(s[0] for _, s in ps), ps[0][1][1]], [],
+                            parts=[[n, s[0]] for n, s in ps]))
+            done.add(parent)
+        out.append(r)
+    # parts in row order right after their parent
+    final, pending = [], {}
+    for r in out:
+        if ":" in r["name"]:
+            pending.setdefault(r["name"].split(":")[0], []).append(r)
+        else:
+            final.append(r)
+    result = []
+    for r in final:
+        result.append(r)
+        if r.get("parts"):
+            byname = {x["name"]: x for x in pending[r["name"]]}
+            result += [byname[f"{r['name']}:{n}"] for n, _ in r["parts"]]
+    return result
+
+
+def build() -> dict[str, list]:
+    return {
+        "sd1": sd_unet_rows(SD15_UNET) + text_rows("te", "text_encoder", CLIP_L),
+        "sd2": sd_unet_rows(SD21_UNET) + text_rows("te", "text_encoder", SD2_TE),
+        "sdxl": sd_unet_rows(SDXL_UNET) + text_rows("te1", "text_encoder", CLIP_L)
+        + text_rows("te2", "text_encoder_2", CLIP_G, with_projection=True),
+        "flux": flux_rows() + text_rows("te1", "text_encoder", CLIP_L)
+        + text_rows("te3", "text_encoder_2", T5_XXL, t5=True),
+    }
+
+
+def write(tables: dict[str, list]) -> None:
+    import diffusers
+    import transformers
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    versions = {"torch": torch.__version__.split("+")[0], "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__}
+    for arch, rows in tables.items():
+        names = [r["name"] for r in rows]
+        assert len(names) == len(set(names)), f"{arch}: duplicate names"
+        flat = {}
+        for r in rows:
+            comp = r["name"].split(".", 1)[0]
+            for n in [r["name"]] + r["aliases"]:
+                key = (comp, n.split(".", 1)[1].replace(".", "_"))
+                assert flat.setdefault(key, r["name"]) == r["name"], f"{arch}: {n} collides with {flat[key]}"
+        lines = [json.dumps(r, separators=(",", ":")) for r in rows]
+        text = ('{"arch":%s,"generator":"tools/gen_arch_tables.py","versions":%s,"modules":[\n%s\n]}\n'
+                % (json.dumps(arch), json.dumps(versions, sort_keys=True), ",\n".join(lines)))
+        (OUT / f"{arch}.json").write_text(text)
+        kinds = {}
+        for r in rows:
+            k = (r["name"].split(".", 1)[0], r["kind"])
+            kinds[k] = kinds.get(k, 0) + 1
+        print(arch, len(rows), "modules:", ", ".join(f"{c}/{k}={n}" for (c, k), n in sorted(kinds.items())))
+
+
+# ---------------------------------------------------------------------------- checks
+def check(tables: dict[str, list]) -> int:
+    """Run diffusers' own converters on fake original-layout checkpoints built from the tables.
+
+    Every weight gets shape (rows, 1) holding a unique id per module plus the row index, so the
+    check sees both where each module lands and the row order of split fused weights.
+    """
+    from diffusers.loaders import single_file_utils as sfu
+
+    failures = 0
+    for arch, cfg in (("sd1", SD15_UNET), ("sd2", SD21_UNET), ("sdxl", SDXL_UNET)):
+        rows = [r for r in tables[arch] if r["name"].startswith("unet.")]
+        ckpt, expect = {}, {}
+        for i, r in enumerate(rows):
+            ldm = "model.diffusion_model." + r["name"][len("unet."):]
+            ckpt[ldm + ".weight"] = torch.full((r["shape"][0], 1), float(i))
+            ckpt[ldm + ".bias"] = torch.full((r["shape"][0],), float(i))
+            expect[r["aliases"][0][len("unet."):] + ".weight"] = i
+        diff_cfg = dict(cfg)
+        out = sfu.convert_ldm_unet_checkpoint(ckpt, diff_cfg)
+        bad = [k for k, i in expect.items() if k not in out or float(out[k].flatten()[0]) != i]
+        extra = [k for k in out if k.endswith(".weight") and k not in expect]
+        print(f"check {arch} UNet: {len(expect)} modules, {len(bad)} misplaced, {len(extra)} unexpected")
+        failures += len(bad) + len(extra)
+        for k in (bad + extra)[:5]:
+            print("   ", k)
+    rows = [r for r in tables["flux"] if r["name"].startswith("unet.")]
+    ckpt, expect = {}, {}
+    byname = {r["name"]: r for r in rows}
+    for i, r in enumerate(rows):
+        if ":" in r["name"]:
+            continue
+        out_rows = r["shape"][0]
+        ckpt[r["name"][len("unet."):] + ".weight"] = (i * 100000 + torch.arange(out_rows, dtype=torch.float64))[:, None]
+        ckpt[r["name"][len("unet."):] + ".bias"] = i * 100000 + torch.arange(out_rows, dtype=torch.float64)
+        if r.get("parts"):
+            off = 0
+            for pn, n in r["parts"]:
+                part = byname[f"{r['name']}:{pn}"]
+                expect[part["aliases"][0][len("transformer."):] + ".weight"] = (i, off, n, False)
+                off += n
+        else:
+            swapped = bool(r.get("swapped_halves_aliases"))
+            expect[r["aliases"][0][len("transformer."):] + ".weight"] = (i, 0, out_rows, swapped)
+    for j in range(FLUX_DEV["num_layers"]):  # norm scales the converter expects
+        for s in ("img", "txt"):
+            for q in ("query", "key"):
+                ckpt[f"double_blocks.{j}.{s}_attn.norm.{q}_norm.scale"] = torch.zeros(128)
+    for j in range(FLUX_DEV["num_single_layers"]):
+        for q in ("query", "key"):
+            ckpt[f"single_blocks.{j}.norm.{q}_norm.scale"] = torch.zeros(128)
+    out = sfu.convert_flux_transformer_checkpoint_to_diffusers(ckpt)
+    bad = []
+    for k, (i, off, n, swapped) in expect.items():
+        want = i * 100000 + torch.arange(off, off + n, dtype=torch.float64)
+        if swapped:
+            h = n // 2
+            want = torch.cat([want[h:], want[:h]])
+        got = out.get(k)
+        if got is None or not torch.equal(got.flatten().double(), want):
+            bad.append(k)
+    extra = [k for k in out if k.endswith(".weight") and k not in expect and "norm_" not in k]
+    print(f"check flux transformer: {len(expect)} modules, {len(bad)} misplaced/misordered, {len(extra)} unexpected")
+    for k in (bad + extra)[:5]:
+        print("   ", k)
+    failures += len(bad) + len(extra)
+    sdxl_lora = [r for r in tables["sdxl"] if r["name"].startswith("unet.") and r["kind"] == "linear"
+                 and (".transformer_blocks." in r["name"] or r["name"].endswith((".proj_in", ".proj_out")))]
+    print(f"SDXL default kohya UNet LoRA targets (linears in transformer blocks + proj_in/out): {len(sdxl_lora)}")
+    return failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="also verify the mappings with diffusers' converters")
+    ns = ap.parse_args()
+    tables = build()
+    write(tables)
+    if ns.check:
+        failures = check(tables)
+        print("OK" if failures == 0 else f"{failures} FAILURES")
+        return 1 if failures else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
