@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the test environments (first run, or when a requirements file changed) and run all tests.
+#   bash tools/test.sh            # everything
+#   bash tools/test.sh -k fuse    # extra arguments go to pytest (main environment)
+# Environments: .venv (gradio 4.40.0, Forge's UI stack) and .venv-gradio3 (gradio 3.41.2, A1111's).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+setup() {  # venv requirements-file
+  local venv=$1 req=$2 stamp
+  stamp="$venv/.installed-$(cat "$req" requirements.txt | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    echo "== installing $venv from $req"
+    rm -rf "$venv"
+    "$PY" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" 2> >(grep -v "is ignored: it is neither" >&2)
+    touch "$stamp"
+  fi
+}
+
+setup .venv requirements-test.txt
+setup .venv-gradio3 requirements-gradio3.txt
+
+status=0
+echo "== tests (gradio 4.40.0 environment)"
+.venv/bin/python -m pytest "$@" || status=$?
+if [ $# -eq 0 ]; then
+  echo "== UI build tests (gradio 3.41.2 environment)"
+  rc=0
+  .venv-gradio3/bin/python -m pytest -m ui tests || rc=$?
+  [ $rc -eq 5 ] && rc=0   # no UI tests collected yet is not a failure
+  [ $rc -ne 0 ] && status=$rc
+fi
+exit $status
