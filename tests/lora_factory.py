@@ -264,15 +264,53 @@ def dense_fused(style: Truth | None, content: Truth | None, ws: float, wc: float
     if content is not None:
         dwc = wc * content.dense()
         if style is not None and c > 0:
-            if k is None and style.down.shape[0] < style.down.shape[1]:
-                q, _ = torch.linalg.qr(style.down.T)
-                proj = q @ q.T
+            if style.down.shape[0] < style.down.shape[1]:
+                vk = style_basis_ref(style, k)
             else:
                 dws = style.dense()
                 _, s, vh = torch.linalg.svd(dws, full_matrices=False)
                 rank = int((s > max(dws.shape) * torch.finfo(torch.float32).eps * s[0]).sum())
                 vk = vh[:min(k, rank) if k is not None else rank].T
-                proj = vk @ vk.T
-            dwc = dwc - c * dwc @ proj
+            dwc = dwc - c * (dwc @ vk) @ vk.T
         total = total + dwc
     return total
+
+
+def lowrank_rel_err(up1, down1, up2, down2) -> float:
+    """||up1 @ down1 - up2 @ down2||_F / ||up2 @ down2||_F from the factors (float64, no dense m x n)."""
+    x = torch.cat([up1.double(), -up2.double()], dim=1)
+    y = torch.cat([down1.double(), down2.double()], dim=0)
+    diff = float(((x.T @ x) * (y @ y.T)).sum().clamp_min(0)) ** 0.5
+    u2, d2 = up2.double(), down2.double()
+    ref = float(((u2.T @ u2) * (d2 @ d2.T)).sum()) ** 0.5
+    return diff / ref
+
+
+def style_basis_ref(truth: Truth, k: int | None = None) -> torch.Tensor:
+    """Orthonormal basis (n, k) of the top-k input directions of scale*up@down, float64.
+
+    QR of down^T gives the row space Q (exact when up has full column rank, as random factors
+    do); the SVD of the small (m, r) matrix up @ down @ Q orders the directions inside it.
+    """
+    q, _ = torch.linalg.qr(truth.down.T)
+    if k is None:
+        return q
+    _, _, wh = torch.linalg.svd(truth.up @ (truth.down @ q), full_matrices=False)
+    return q @ wh[:k].T
+
+
+def fused_factors(style: Truth | None, content: Truth | None, ws: float, wc: float, c: float,
+                  k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The NP-LoRA formula as float64 factors (up, down), for factor-form truths."""
+    ups, downs = [], []
+    if style is not None:
+        ups.append(ws * style.scale * style.up)
+        downs.append(style.down)
+    if content is not None:
+        d = content.down
+        if style is not None and c > 0:
+            v = style_basis_ref(style, k)
+            d = d - c * (d @ v) @ v.T
+        ups.append(wc * content.scale * content.up)
+        downs.append(d)
+    return torch.cat(ups, dim=1), torch.cat(downs, dim=0)

@@ -257,8 +257,25 @@ def detect_architecture(path, groups: dict[str, _Group], metadata: dict[str, str
     if hint in candidates:
         chosen = hint
     else:
-        chosen = next(n for n in ARCH_PREFERENCE if n in candidates)
+        naming = _naming_hint(groups)
+        chosen = next((n for n in naming if n in candidates), None) \
+            or next(n for n in ARCH_PREFERENCE if n in candidates)
     return results[chosen][0], candidates, results[chosen][1]
+
+
+def _naming_hint(groups: dict[str, _Group]) -> tuple[str, ...]:
+    """Tie-break for files that fit several models: kohya's SD1/SD2 trainer writes diffusers
+    block names (``lora_unet_down_blocks_…``), its SDXL trainer the SGM names
+    (``lora_unet_input_blocks_…``)."""
+    diffusers = sum(1 for s in groups if s.startswith(("lora_unet_down_blocks_", "lora_unet_mid_block_",
+                                                         "lora_unet_up_blocks_")))
+    sgm = sum(1 for s in groups if s.startswith(("lora_unet_input_blocks_", "lora_unet_middle_block_",
+                                                   "lora_unet_output_blocks_")))
+    if diffusers > sgm:
+        return ("sd1", "sd2")
+    if sgm > diffusers:
+        return ("sdxl",)
+    return ()
 
 
 def _mismatch_error(path, a: Architecture, missing, misfit) -> FormatError:

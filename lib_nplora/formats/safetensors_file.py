@@ -96,19 +96,24 @@ def _parse_header(f, path, size: int) -> Header:
         raise FormatError("is empty (0 bytes)", path=path,
                           hint="The download or copy was probably interrupted; get the file again")
     head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    # A zip (torch.save) or pickle payload under a .safetensors name: its first 8 bytes do not
+    # read as a plausible header length, or what follows is not the JSON header.
+    looks_pickled = head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
+                                                                                         b"\x04", b"\x05"))
+    n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+    plausible = n is not None and n <= MAX_HEADER_BYTES and 8 + n <= size
+    raw = f.read(n) if plausible else b""
+    if looks_pickled and not raw.startswith(b"{"):
         raise UnsafeFileError("is a zip/pickle checkpoint renamed to .safetensors; loading it "
                               "would unpickle it, which can run any code", path=path, hint=CONVERT_HINT)
-    if len(head) < 8:
+    if n is None:
         raise FormatError(f"is too short to be a safetensors file ({size} bytes)", path=path)
-    (n,) = struct.unpack("<Q", head)
     if n > MAX_HEADER_BYTES:
         raise FormatError(f"declares a {n}-byte header, over the {MAX_HEADER_BYTES}-byte limit; "
                           "it is not a valid safetensors file", path=path)
     if 8 + n > size:
         raise FormatError(f"is truncated: the header needs {n} bytes but the file has {size - 8}",
                           path=path, hint="Get the file again")
-    raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

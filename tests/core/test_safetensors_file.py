@@ -120,3 +120,12 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 def test_write_into_missing_folder(tmp_path):
     with pytest.raises(OutputError, match="folder does not exist"):
         sf.write_file(tmp_path / "no" / "x.safetensors", {"a": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("pad", range(0, 256, 8))
+def test_header_length_bytes_never_look_like_a_pickle(tmp_path, pad):
+    """A valid file whose header length starts with byte 0x80 (or 'PK') is still a safetensors file."""
+    p = tmp_path / "x.safetensors"
+    save_file({"a": torch.zeros(2)}, str(p), metadata={"pad": "x" * pad})
+    header, tensors, _ = sf.read_file(p)
+    assert header.metadata["pad"] == "x" * pad and torch.equal(tensors["a"], torch.zeros(2))
