@@ -7,8 +7,10 @@ UNets, BFL layout for FLUX, HF transformers layout for text encoders) and its di
 name. ``--check`` runs diffusers' own original->diffusers checkpoint converters on a fake
 checkpoint built from the tables and asserts that every module lands where the table says.
 
-Developer tool, not needed at run time. Needs (in a throw-away venv):
-    pip install torch==2.13.0 diffusers transformers accelerate
+Developer tool, not needed at run time. Needs (in a throw-away venv), with transformers 4.x:
+transformers 5 dropped the ``text_model.`` level of CLIPTextModel that every LoRA trainer's
+names contain (``lora_te1_text_model_encoder_layers_0_…``):
+    pip install torch==2.13.0 diffusers==0.31.0 transformers==4.46.1 huggingface-hub==0.26.2 accelerate
 Run from the repository root:
     python tools/gen_arch_tables.py [--check]
 """
@@ -320,6 +322,19 @@ def check(tables: dict[str, list]) -> int:
     for k in (bad + extra)[:5]:
         print("   ", k)
     failures += len(bad) + len(extra)
+    # the spellings trainers actually write must exist (kohya keys, diffusers names)
+    must = {"sd1": ["te.text_model.encoder.layers.0.self_attn.q_proj", "unet.input_blocks.1.1.proj_in"],
+            "sd2": ["te.text_model.encoder.layers.22.mlp.fc2", "unet.output_blocks.11.1.proj_out"],
+            "sdxl": ["te1.text_model.encoder.layers.11.self_attn.out_proj", "te2.text_model.encoder.layers.31.mlp.fc1",
+                     "te2.text_projection", "unet.input_blocks.7.1.transformer_blocks.9.attn2.to_k"],
+            "flux": ["te1.text_model.encoder.layers.0.mlp.fc1", "te3.encoder.block.23.layer.1.DenseReluDense.wi_1",
+                     "unet.single_blocks.37.linear1:mlp", "unet.double_blocks.18.txt_attn.qkv:v"]}
+    for arch, names in must.items():
+        have = {r["name"] for r in tables[arch]}
+        for n in names:
+            if n not in have:
+                print(f"missing expected module {arch}:{n}")
+                failures += 1
     sdxl_lora = [r for r in tables["sdxl"] if r["name"].startswith("unet.") and r["kind"] == "linear"
                  and (".transformer_blocks." in r["name"] or r["name"].endswith((".proj_in", ".proj_out")))]
     print(f"SDXL default kohya UNet LoRA targets (linears in transformer blocks + proj_in/out): {len(sdxl_lora)}")
