@@ -22,7 +22,7 @@ import torch
 
 from .fusion.basis import compute_bases
 from .fusion.batching import batches, stack
-from .fusion.merge import BasisProvider, plan_fusion
+from .fusion.merge import plan_fusion
 from .lora import LoraSet
 from .params import FuseParams
 
@@ -96,11 +96,14 @@ def _gram_energy(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 def analyze(content: LoraSet, style: LoraSet, params: FuseParams | None = None, *, device=None,
-            bases: BasisProvider | None = None, max_cosines: int = 16) -> Analysis:
-    """Per-module and per-block analysis of a content/style pair (see module docstring)."""
+            cache=None, max_cosines: int = 16) -> Analysis:
+    """Per-module and per-block analysis of a content/style pair (see module docstring).
+
+    ``cache`` (``cache.Caches``) keeps the style bases, shared with ``fuse``.
+    """
     params = params or FuseParams()
     plan = plan_fusion(content, style, params)
-    provider = bases or (lambda lora, names, k, e, dev: compute_bases(lora, names, k, e, dev))
+    provider = cache.bases if cache is not None else compute_bases
     names = plan.pairs
     chosen = provider(style, names, params.k, params.energy, device)
     full_s = chosen if params.k is None and params.energy is None else provider(style, names, None, None, device)

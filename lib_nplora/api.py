@@ -74,7 +74,7 @@ def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
                                 hint="Choose another name, or allow overwriting (--force)")
     content, style = _pair(content_path, style_path, cache)
     fused = fuse(content, style, params, device=dev, dtype=dt,
-                 bases=cache.bases if cache else None, progress=progress)
+                 cache=cache, progress=progress)
     saved = save_fused(fused, output_path, output_name=output_name, overwrite=overwrite,
                        content_meta=content.metadata, style_meta=style.metadata)
     return fused, saved
@@ -85,4 +85,4 @@ def analyze_files(content_path, style_path, params: FuseParams | None = None, *,
     """Read both files and analyze how the content overlaps the style's subspace."""
     content, style = _pair(content_path, style_path, cache)
     return analyze(content, style, params, device=resolve_device(device),
-                   bases=cache.bases if cache else None)
+                   cache=cache)

@@ -140,24 +140,37 @@ class Caches:
         return (content if content.arch == target else self.load(content_path, target),
                 style if style.arch == target else self.load(style_path, target))
 
-    def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
-        """Style bases for ``names`` of ``lora``, computing only the missing modules."""
-        key = ("basis", lora.sha256, lora.arch, k, energy, str(device))
-        names = list(names)
+    def _basis_key(self, lora: LoraSet, k, energy, device):
+        return ("basis", lora.sha256, lora.arch, k, energy, str(device))
+
+    def lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]:
+        """The cached style bases of ``lora`` for (k, energy, device); empty if none."""
+        with self._lock:
+            hit = self._entries.get(self._basis_key(lora, k, energy, device))
+            if hit is None:
+                self.misses += 1
+                return {}
+            self._entries.move_to_end(self._basis_key(lora, k, energy, device))
+            self.hits += 1
+            return dict(hit[0])
+
+    def store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None:
+        """Add computed bases to the entry of (lora, k, energy, device)."""
+        key = self._basis_key(lora, k, energy, device)
         with self._lock:
             hit = self._entries.get(key)
-            have: dict[str, ModuleBasis] = dict(hit[0]) if hit is not None else {}
+            merged = dict(hit[0]) if hit is not None else {}
+            merged.update(new)
+            self._put(key, merged, sum(b.nbytes() for b in merged.values()))
+
+    def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
+        """Style bases for ``names`` of ``lora``, computing (and keeping) only the missing ones."""
+        have = self.lookup_bases(lora, k, energy, device)
         missing = [n for n in names if n not in have]
-        if not missing:
-            with self._lock:
-                self.hits += 1
-                if key in self._entries:
-                    self._entries.move_to_end(key)
-            return have
-        with self._lock:
-            self.misses += 1
-        have.update(compute_bases(lora, missing, k, energy, device))
-        self._put(key, have, sum(b.nbytes() for b in have.values()))
+        if missing:
+            new = compute_bases(lora, missing, k, energy, device)
+            self.store_bases(lora, k, energy, device, new)
+            have.update(new)
         return have
 
     def drop(self, predicate: Callable[[Hashable], bool]) -> int:

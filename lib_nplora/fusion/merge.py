@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -28,11 +29,18 @@ from ..fused import FusedLora, FusedModule, InputInfo
 from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
 from ..params import FuseParams
 from . import linalg
-from .basis import ModuleBasis, compute_bases
+from .basis import ModuleBasis
 from .batching import batches, stack
 
-BasisProvider = Callable[[LoraSet, list, "int | None", "float | None", object], dict]
 Progress = Callable[[int, int], None]
+
+
+class BasisStore(Protocol):
+    """Where computed style bases are kept between fusions (``lib_nplora.cache.Caches``)."""
+
+    def lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]: ...
+
+    def store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None: ...
 
 
 @dataclass
@@ -141,37 +149,8 @@ def _bias(*terms) -> torch.Tensor | None:
     return out
 
 
-def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
-         dtype: torch.dtype = torch.float16, out_device="cpu", bases: BasisProvider | None = None,
-         progress: Progress | None = None) -> FusedLora:
-    """Fuse a content and a style LoRA (see the module docstring).
-
-    Args:
-        content, style: the inputs, read for the same architecture (``formats.reader.load_pair``).
-        params: the fusion parameters.
-        device: where the math runs (None = CPU; "cuda" for a GPU).
-        dtype: dtype of the fused factors (float16, bfloat16 or float32).
-        out_device: where the fused factors are put.
-        bases: provider of style bases (``cache.Caches.bases``); None computes them.
-        progress: called with (modules done, modules total).
-
-    Returns:
-        FusedLora with rank r_s + r_c per fused module, scaling baked in.
-    """
-    plan = plan_fusion(content, style, params)
-    wc, ws = params.content_weight, params.style_weight
-    c = params.c
-    total = len(plan.pairs) + len(plan.content_only) + len(plan.style_only)
-    done = 0
-    fused = FusedLora(content.arch, params, InputInfo.of(content, wc), InputInfo.of(style, ws))
-    fused.warnings += [f"content: {w}" for w in content.warnings] + [f"style: {w}" for w in style.warnings]
-
-    provider = bases or (lambda lora, names, k, e, dev: compute_bases(lora, names, k, e, dev))
-    basis: dict[str, ModuleBasis] = {}
-    if plan.projected:
-        names = [n for n in plan.pairs if n in plan.projected]
-        basis = provider(style, names, params.k, params.energy, device)
-
+def _jobs(plan: FusionPlan, content: LoraSet, style: LoraSet):
+    """Batches of equal-shaped modules: (origin, names, (out, in, output rank))."""
     cm, sm = content.modules, style.modules
 
     def pair_key(n):
@@ -182,34 +161,9 @@ def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         m, i, rs, rc, _ = pair_key(n)
         return 4 * (rs + rc) * (m + i) * 3
 
-    for (m, n_in, rs, rc, projected), chunk in batches(plan.pairs, pair_key, pair_bytes):
-        b_s = stack([sm[n].factors.up for n in chunk], device)
-        a_s = stack([sm[n].factors.down for n in chunk], device)
-        b_c = stack([cm[n].factors.up for n in chunk], device)
-        a_c = stack([cm[n].factors.down for n in chunk], device)
-        if projected:
-            v = torch.stack([basis[n].v for n in chunk]).to(a_c.device)
-            a_c = linalg.project_out(a_c, v, c)
-        s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=b_s.device)
-        s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=b_s.device)
-        up = torch.cat([b_s * s_s[:, None, None], b_c * s_c[:, None, None]], dim=2)
-        down = torch.cat([a_s, a_c], dim=1)
-        up, down = balance(up, down)
-        up = up.to(device=out_device, dtype=dtype)
-        down = down.to(device=out_device, dtype=dtype)
-        for i, n in enumerate(chunk):
-            bias = _bias((ws, sm[n].factors.bias), (wc, cm[n].factors.bias))
-            fused.modules[n] = FusedModule(
-                n, up[i], down[i], bias.to(out_device, dtype) if bias is not None else None, "fused",
-                basis[n].k if projected else 0, c if projected else 0.0)
-        done += len(chunk)
-        if progress:
-            progress(done, total)
-
-    for origin, names, lora, w in (("content", plan.content_only, content, wc),
-                                   ("style", plan.style_only, style, ws)):
-        mods = lora.modules
-
+    for (m, n_in, rs, rc, _), chunk in batches(plan.pairs, pair_key, pair_bytes):
+        yield "fused", chunk, (m, n_in, rs + rc)
+    for origin, names, mods in (("content", plan.content_only, cm), ("style", plan.style_only, sm)):
         def one_key(n, mods=mods):
             f = mods[n].factors
             return f.out_features, f.in_features, f.rank
@@ -218,20 +172,93 @@ def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
             m, i, r = one_key(n)
             return 4 * r * (m + i) * 3
 
-        for _, chunk in batches(names, one_key, one_bytes):
-            b = stack([mods[n].factors.up for n in chunk], device)
-            a = stack([mods[n].factors.down for n in chunk], device)
-            s = torch.tensor([w * mods[n].factors.scale for n in chunk], device=b.device)
-            up, down = balance(b * s[:, None, None], a)
-            up = up.to(device=out_device, dtype=dtype)
-            down = down.to(device=out_device, dtype=dtype)
-            for i, n in enumerate(chunk):
+        for (m, n_in, r), chunk in batches(names, one_key, one_bytes):
+            yield origin, chunk, (m, n_in, r)
+
+
+def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
+         dtype: torch.dtype = torch.float16, out_device="cpu", cache: BasisStore | None = None,
+         progress: Progress | None = None) -> FusedLora:
+    """Fuse a content and a style LoRA (see the module docstring).
+
+    Args:
+        content, style: the inputs, read for the same architecture (``formats.reader.load_pair``).
+        params: the fusion parameters.
+        device: where the math runs (None = CPU; "cuda" for a GPU).
+        dtype: dtype of the fused factors (float16, bfloat16 or float32).
+        out_device: where the fused factors are put.
+        cache: keeps style bases between calls (``cache.Caches``): a new mu then skips the SVD.
+            Without one, each batch's basis is computed from its stacked factors and dropped.
+        progress: called with (modules done, modules total).
+
+    Returns:
+        FusedLora with rank r_s + r_c per fused module, scaling baked in. All factors are views
+        of one buffer allocated up front, so memory is the output's size plus one batch.
+    """
+    plan = plan_fusion(content, style, params)
+    wc, ws = params.content_weight, params.style_weight
+    c = params.c
+    fused = FusedLora(content.arch, params, InputInfo.of(content, wc), InputInfo.of(style, ws))
+    fused.warnings += [f"content: {w}" for w in content.warnings] + [f"style: {w}" for w in style.warnings]
+
+    known = cache.lookup_bases(style, params.k, params.energy, device) if cache and plan.projected else {}
+    new_bases: dict[str, ModuleBasis] = {}
+
+    jobs = list(_jobs(plan, content, style))
+    total = sum(len(names) * m * r + len(names) * r * n for _, names, (m, n, r) in jobs)
+    arena = torch.empty(total, dtype=dtype, device=out_device)
+    offset, done = 0, 0
+    cm, sm = content.modules, style.modules
+    for origin, chunk, (m, n_in, rank) in jobs:
+        g = len(chunk)
+        dst_up = arena[offset:offset + g * m * rank].view(g, m, rank)
+        offset += g * m * rank
+        dst_down = arena[offset:offset + g * rank * n_in].view(g, rank, n_in)
+        offset += g * rank * n_in
+        if origin == "fused":
+            projected = chunk[0] in plan.projected
+            b_s = stack([sm[n].factors.up for n in chunk], device)
+            a_s = stack([sm[n].factors.down for n in chunk], device)
+            b_c = stack([cm[n].factors.up for n in chunk], device)
+            a_c = stack([cm[n].factors.down for n in chunk], device)
+            if projected:
+                if all(n in known for n in chunk):
+                    v = torch.stack([known[n].v for n in chunk]).to(a_c.device)
+                    ks = [known[n].k for n in chunk]
+                else:
+                    v, sv, rank_t, kept = linalg.style_basis(b_s, a_s, params.k, params.energy)
+                    ks, ranks = kept.tolist(), rank_t.tolist()
+                    if cache is not None:
+                        new_bases.update({n: ModuleBasis(v[i], sv[i], ranks[i], ks[i]) for i, n in enumerate(chunk)})
+                a_c = linalg.project_out(a_c, v, c)
+            s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=b_s.device)
+            s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=b_s.device)
+            up = torch.cat([b_s * s_s[:, None, None], b_c * s_c[:, None, None]], dim=2)
+            down = torch.cat([a_s, a_c], dim=1)
+        else:
+            lora, w = (content, wc) if origin == "content" else (style, ws)
+            mods = lora.modules
+            up = stack([mods[n].factors.up for n in chunk], device)
+            down = stack([mods[n].factors.down for n in chunk], device)
+            up = up * torch.tensor([w * mods[n].factors.scale for n in chunk], device=up.device)[:, None, None]
+        up, down = balance(up, down)
+        dst_up.copy_(up)
+        dst_down.copy_(down)
+        for i, n in enumerate(chunk):
+            if origin == "fused":
+                bias = _bias((ws, sm[n].factors.bias), (wc, cm[n].factors.bias))
+                k, cc = (ks[i], c) if projected else (0, 0.0)
+            else:
                 bias = _bias((w, mods[n].factors.bias))
-                fused.modules[n] = FusedModule(n, up[i], down[i],
-                                               bias.to(out_device, dtype) if bias is not None else None, origin)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
+                k, cc = 0, 0.0
+            fused.modules[n] = FusedModule(n, dst_up[i], dst_down[i],
+                                           bias.to(out_device, dtype) if bias is not None else None, origin, k, cc)
+        done += g
+        if progress:
+            progress(done, len(plan.pairs) + len(plan.content_only) + len(plan.style_only))
+
+    if new_bases:
+        cache.store_bases(style, params.k, params.energy, device, new_bases)
 
     for mod, w, origin in plan.passthrough:
         src = content if origin == "content" else style

@@ -85,7 +85,7 @@ class FusionService:
 
         def make():
             fused = fuse(content, style, request.params, device=device, dtype=dtype,
-                         out_device=device or "cpu", bases=self.caches.bases, progress=progress)
+                         out_device=device or "cpu", cache=self.caches, progress=progress)
             return fused, fused.nbytes()
 
         return self.caches.memo(key, make)
@@ -93,7 +93,7 @@ class FusionService:
     def analyze(self, index: LoraIndex, request: FusionRequest, *, device=None) -> Analysis:
         c_entry, s_entry = self.inputs(index, request)
         content, style = self.caches.load_pair(c_entry.path, s_entry.path)
-        return analyze(content, style, request.params, device=device, bases=self.caches.bases)
+        return analyze(content, style, request.params, device=device, cache=self.caches)
 
     def save(self, index: LoraIndex, request: FusionRequest, name: str, *, overwrite: bool = False,
              dtype: torch.dtype = torch.float16, device=None, progress: Progress | None = None) -> SavedFile:

@@ -35,9 +35,9 @@ def test_new_mu_reuses_the_style_basis_and_matches_uncached(tmp_path):
     c, s = _pair(tmp_path)
     cache = Caches()
     content, style = cache.load_pair(c.path, s.path)
-    first = fuse(content, style, FuseParams(mu=0.5), bases=cache.bases, dtype=torch.float32)
+    first = fuse(content, style, FuseParams(mu=0.5), cache=cache, dtype=torch.float32)
     misses = cache.stats().misses
-    second = fuse(content, style, FuseParams(mu=2.0), bases=cache.bases, dtype=torch.float32)
+    second = fuse(content, style, FuseParams(mu=2.0), cache=cache, dtype=torch.float32)
     assert cache.stats().misses == misses  # no new basis computed
     plain = fuse(content, style, FuseParams(mu=2.0), dtype=torch.float32)
     for n in plain.modules:
@@ -45,7 +45,7 @@ def test_new_mu_reuses_the_style_basis_and_matches_uncached(tmp_path):
         assert torch.equal(second.modules[n].down, plain.modules[n].down)
     assert not torch.equal(first.modules[n].down, second.modules[n].down)
     # another k is another basis
-    fuse(content, style, FuseParams(mu=2.0, k=2), bases=cache.bases)
+    fuse(content, style, FuseParams(mu=2.0, k=2), cache=cache)
     assert cache.stats().misses == misses + 1
 
 
