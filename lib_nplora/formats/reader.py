@@ -143,10 +143,13 @@ def _apply_peft_alpha(groups: dict[str, "_Group"], metadata: dict[str, str]) -> 
 
 
 def _check_values(path, g: _Group) -> None:
-    for role, t in g.roles.items():
+    """Floating-point, finite, non-empty; float8 and float64 become float32 (the math's dtype)."""
+    for role, t in list(g.roles.items()):
         if t.dtype not in FLOAT_DTYPES:
             raise FormatError(f"tensor {role!r} has dtype {str(t.dtype).replace('torch.', '')}, "
                               "not a floating-point type", path=path, module=g.stem)
+        if t.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            t = g.roles[role] = t.to(torch.float32)
         if t.numel() and not bool(torch.isfinite(t).all()):
             raise FormatError(f"tensor {role!r} contains NaN or infinite values", path=path, module=g.stem,
                               hint="The file is corrupt or came from a diverged training run")
