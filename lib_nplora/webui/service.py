@@ -24,6 +24,7 @@ from ..errors import NpLoraError
 from ..formats.writer import SavedFile, save_fused
 from ..fused import FusedLora
 from ..fusion.merge import Progress, fuse
+from ..memory import release_free_memory
 from .index import LoraEntry, LoraIndex, LoraNameError, check_name
 from .request import FusionRequest
 
@@ -86,6 +87,7 @@ class FusionService:
         def make():
             fused = fuse(content, style, request.params, device=device, dtype=dtype,
                          out_device=device or "cpu", cache=self.caches, progress=progress)
+            release_free_memory()  # the batch buffers just freed
             return fused, fused.nbytes()
 
         return self.caches.memo(key, make)
@@ -93,7 +95,9 @@ class FusionService:
     def analyze(self, index: LoraIndex, request: FusionRequest, *, device=None) -> Analysis:
         c_entry, s_entry = self.inputs(index, request)
         content, style = self.caches.load_pair(c_entry.path, s_entry.path)
-        return analyze(content, style, request.params, device=device, cache=self.caches)
+        result = analyze(content, style, request.params, device=device, cache=self.caches)
+        release_free_memory()
+        return result
 
     def save(self, index: LoraIndex, request: FusionRequest, name: str, *, overwrite: bool = False,
              dtype: torch.dtype = torch.float16, device=None, progress: Progress | None = None) -> SavedFile:
