@@ -102,13 +102,13 @@ class FusionService:
     def save(self, index: LoraIndex, request: FusionRequest, name: str, *, overwrite: bool = False,
              dtype: torch.dtype = torch.float16, device=None, progress: Progress | None = None) -> SavedFile:
         """Fuse and write ``<LoRA folder>/<name>.safetensors``; the index is refreshed after."""
+        c_entry, s_entry = self.inputs(index, request)
         path = output_path(index, name)
         if path.exists() and not overwrite:
             from ..errors import OutputExistsError
 
             raise OutputExistsError("already exists", path=path,
                                     hint="Choose another name, or confirm overwriting")
-        c_entry, s_entry = self.inputs(index, request)
         content, style = self.caches.load_pair(c_entry.path, s_entry.path)
         fused = self.fuse(index, request, device=device, dtype=dtype, progress=progress)
         saved = save_fused(fused, path, output_name=path.stem, overwrite=overwrite,

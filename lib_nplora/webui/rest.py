@@ -1,0 +1,126 @@
+"""REST API on the host's FastAPI app (and in standalone mode):
+
+* ``POST /nplora/v1/fuse``    fuse two LoRAs by name and write the result into the LoRA folder;
+* ``POST /nplora/v1/analyze`` per-module and per-block overlap numbers as JSON;
+* ``GET  /nplora/v1/status``  version, host, LoRA count, cache use.
+
+Bodies are validated strictly (unknown fields, wrong types: 422); names resolve only through the
+host's LoRA index. Library errors become clear 4xx answers ``{"detail": message}``: 400 bad
+parameters, names or file names; 404 unknown LoRA; 409 the file exists (send ``overwrite``);
+422 a LoRA file that cannot be fused (format, architecture, module types). Routes are plain
+functions, so FastAPI runs them on its thread pool; the fusion service is thread-safe.
+Works with pydantic 1 (A1111, fastapi 0.94) and pydantic 2 (Forge, fastapi 0.104).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import pydantic
+from fastapi import FastAPI, HTTPException
+
+from .. import __version__
+from ..errors import (ArchitectureError, FormatError, NpLoraError, OutputExistsError, ParameterError,
+                      UnsafeFileError, UnsupportedModuleError)
+from ..params import FuseParams
+from .context import HostContext
+from .index import LoraNameError
+from .request import FusionRequest, PromptTagError
+from .service import OutputNameError, default_output_name
+
+PREFIX = "/nplora/v1"
+_V2 = int(pydantic.VERSION.split(".")[0]) >= 2
+
+
+class _Strict(pydantic.BaseModel):
+    if _V2:
+        model_config = {"extra": "forbid"}
+    else:
+        class Config:
+            extra = "forbid"
+
+
+class PairBody(_Strict):
+    content: str = pydantic.Field(..., max_length=255, description="content LoRA name (file stem or alias)")
+    style: str = pydantic.Field(..., max_length=255, description="style LoRA name (file stem or alias)")
+    mu: Optional[float] = pydantic.Field(None, description="soft projection strength, >= 0 (default from settings)")
+    hard: bool = False
+    method: Literal["nplora", "direct"] = "nplora"
+    k: Optional[int] = pydantic.Field(None, description="style directions removed per module; null = full rank")
+    energy: Optional[float] = None
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    scope: Optional[Literal["unet", "all"]] = None
+
+
+class FuseBody(PairBody):
+    name: Optional[str] = pydantic.Field(None, max_length=255,
+                                         description="file name in the LoRA folder, without folders")
+    overwrite: bool = False
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
+
+
+def _dump(model: pydantic.BaseModel) -> dict:
+    return model.model_dump() if _V2 else model.dict()
+
+
+def request_from(body: PairBody, defaults: FuseParams) -> FusionRequest:
+    """A FusionRequest from a validated body; omitted mu/scope come from the host's settings."""
+    d = _dump(body)
+    params = FuseParams(
+        mu=d["mu"] if d["mu"] is not None else defaults.mu, hard=d["hard"], method=d["method"],
+        k=d["k"] if d["k"] is not None else (defaults.k if d["energy"] is None else None), energy=d["energy"],
+        content_weight=d["content_weight"], style_weight=d["style_weight"],
+        scope=d["scope"] or defaults.scope)
+    return FusionRequest(d["content"], d["style"], params, source="api")
+
+
+def http_error(e: Exception) -> HTTPException:
+    """The HTTP answer for a library error."""
+    if isinstance(e, OutputExistsError):
+        return HTTPException(409, str(e))
+    if isinstance(e, LoraNameError):
+        return HTTPException(404 if "was found" in e.problem else 400, str(e))
+    if isinstance(e, (ParameterError, OutputNameError, PromptTagError)):
+        return HTTPException(400, str(e))
+    if isinstance(e, (FormatError, ArchitectureError, UnsafeFileError, UnsupportedModuleError)):
+        return HTTPException(422, str(e))
+    return HTTPException(400 if isinstance(e, NpLoraError) else 500, str(e))
+
+
+def register(app: FastAPI, ctx: HostContext) -> None:
+    """Add the NP-LoRA routes to ``app`` (a WebUI's or the standalone server's)."""
+    from ..formats.writer import OUTPUT_DTYPES
+
+    def fuse(body: FuseBody):
+        try:
+            request = request_from(body, ctx.defaults())
+            index = ctx.index()
+            saved = ctx.service.save(index, request, body.name or default_output_name(request),
+                                     overwrite=body.overwrite, dtype=OUTPUT_DTYPES[body.dtype], device=ctx.device())
+        except NpLoraError as e:
+            raise http_error(e) from None
+        path = Path(saved.path)
+        return {"name": path.stem, "file": path.name, "sha256": saved.sha256, "tensors": saved.tensors,
+                "metadata": saved.metadata, "tag": request.tag()}
+
+    def analyze(body: PairBody):
+        try:
+            request = request_from(body, ctx.defaults())
+            result = ctx.service.analyze(ctx.index(), request, device=ctx.device())
+        except NpLoraError as e:
+            raise http_error(e) from None
+        return result.to_dict()
+
+    def status():
+        try:
+            loras = len(ctx.index().entries())
+        except Exception:  # the host's list may be unavailable while it starts
+            loras = None
+        return {"version": __version__, "host": ctx.host, "model_arch": ctx.model_arch(), "loras": loras,
+                "cache": ctx.service.caches.stats().to_dict()}
+
+    app.add_api_route(f"{PREFIX}/fuse", fuse, methods=["POST"], summary="Fuse two LoRAs and save the result")
+    app.add_api_route(f"{PREFIX}/analyze", analyze, methods=["POST"], summary="Overlap analysis of a LoRA pair")
+    app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], summary="Version, host and cache use")
