@@ -49,6 +49,7 @@ class BlockAnalysis:
     overlap: float
     max_cosine: float
     style_energy_kept: float
+    projected: int = 0  # modules of the block that the fusion projects (0 for text encoders by default)
 
 
 @dataclass
@@ -80,6 +81,17 @@ def block_of(name: str) -> str:
     return "unet (other)"
 
 
+_BLOCK_ORDER = ("input_blocks", "middle_block", "output_blocks", "double_blocks", "single_blocks", "unet (other)",
+                "te", "te1", "te2", "te3")
+
+
+def block_sort_key(block: str) -> tuple:
+    """Model order: input, middle, output (or double, single) blocks by index, then text encoders."""
+    head, _, idx = block.partition(".")
+    return (_BLOCK_ORDER.index(head) if head in _BLOCK_ORDER else len(_BLOCK_ORDER),
+            int(idx) if idx.isdigit() else -1, block)
+
+
 def _aggregate(label: str, items: list[ModuleAnalysis]) -> BlockAnalysis:
     ce = sum(m.content_energy for m in items)
     inside = sum(m.content_energy * m.overlap ** 2 for m in items)
@@ -87,7 +99,7 @@ def _aggregate(label: str, items: list[ModuleAnalysis]) -> BlockAnalysis:
     kept = sum(m.style_energy * m.style_energy_kept for m in items)
     return BlockAnalysis(label, len(items), math.sqrt(inside / ce) if ce > 0 else 0.0,
                          max((m.cosines[0] for m in items if m.cosines), default=0.0),
-                         kept / se if se > 0 else 0.0)
+                         kept / se if se > 0 else 0.0, sum(m.projected for m in items))
 
 
 def _gram_energy(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -148,6 +160,6 @@ def analyze(content: LoraSet, style: LoraSet, params: FuseParams | None = None, 
     by_block: dict[str, list[ModuleAnalysis]] = {}
     for m in result.modules:
         by_block.setdefault(m.block, []).append(m)
-    result.blocks = [_aggregate(b, items) for b, items in by_block.items()]
+    result.blocks = [_aggregate(b, by_block[b]) for b in sorted(by_block, key=block_sort_key)]
     result.total = _aggregate("total", result.modules)
     return result

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib_nplora fuse|inspect|analyze``.
+"""Command line: ``python -m lib_nplora fuse|inspect|analyze|serve``.
 
 Every failure exits non-zero with one line, ``nplora: error: <file>: <module>: <problem>. <what to do>``.
 """
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto")
     a.add_argument("--json", dest="json_file", default=None, metavar="FILE",
                    help="also write the per-module numbers as JSON")
+    v = sub.add_parser("serve", help="serve the NP-LoRA tab and REST API over a LoRA folder (no WebUI needed)")
+    v.add_argument("--lora-dir", required=True, help="folder with .safetensors LoRAs; fused files are saved there")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    v.add_argument("--port", type=int, default=7870)
     return p
 
 
@@ -191,7 +195,14 @@ def cmd_analyze(ns) -> int:
     return 0
 
 
-COMMANDS = {"fuse": cmd_fuse, "inspect": cmd_inspect, "analyze": cmd_analyze}
+def cmd_serve(ns) -> int:
+    from .webui.standalone import serve
+
+    serve(ns.lora_dir, ns.host, ns.port)
+    return 0
+
+
+COMMANDS = {"fuse": cmd_fuse, "inspect": cmd_inspect, "analyze": cmd_analyze, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

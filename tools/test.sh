@@ -19,6 +19,17 @@ setup() {  # venv requirements-file
   fi
 }
 
+# the browser tests drive Debian's Chromium (never a downloaded one); install it when we can
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing Debian chromium for the browser tests"
+    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/tmp/nplora-apt.log 2>&1 \
+      || echo "could not install chromium (see /tmp/nplora-apt.log): the browser tests will be skipped"
+  else
+    echo "chromium is not installed and this is not root: the browser tests will be skipped"
+  fi
+fi
+
 setup .venv requirements-test.txt
 setup .venv-gradio3 requirements-gradio3.txt
 

@@ -1,0 +1,186 @@
+"""The "NP-LoRA" tab: pick a content and a style LoRA, see how much they interfere (Analyze),
+write the fused LoRA into the LoRA folder (Fuse & save), or put the matching ``<nplora:…>`` tag
+into the txt2img prompt (Copy prompt tag).
+
+One code path for gradio 3.41 (A1111) and 4.40 (Forge, standalone): keyword arguments only,
+``gr.update``, JavaScript through ``js_event`` (``_js=`` on 3.x, ``js=`` on 4.x). Errors are shown
+in the tab. The same builder serves the WebUIs (registered by the entry script) and standalone
+mode (``lib_nplora.webui.standalone``).
+"""
+
+from __future__ import annotations
+
+import html
+import traceback
+
+from ..errors import NpLoraError, ParameterError
+from ..params import FuseParams
+from .chart import analysis_html
+from .context import HostContext
+from .request import FusionRequest
+from .service import default_output_name
+
+K_FULL = "full"
+K_CHOICES = [K_FULL, "1", "2", "4", "8", "16", "32", "64", "128"]
+MU_MAX = 10.0
+
+
+def parse_k(value) -> int | None:
+    """"full" / "" / 0 / None -> None (the style's full rank); else a whole number >= 1."""
+    text = "" if value is None else str(value).strip().lower()
+    if text in ("", K_FULL, "0"):
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise ParameterError(f"k must be 'full' or a whole number, got {str(value)[:40]!r}")
+    return int(text)
+
+
+def js_event(gr, name: str) -> dict:
+    """Keyword that attaches a JavaScript function to an event on this gradio version."""
+    return {"_js": name} if int(gr.__version__.split(".")[0]) < 4 else {"js": name}
+
+
+def _request(content, style, content_weight, style_weight, mu, hard, k, scope, method) -> FusionRequest:
+    if not content or not style:
+        raise ParameterError("pick a content LoRA and a style LoRA first")
+    params = FuseParams(mu=float(mu), hard=bool(hard), method=method or "nplora", k=parse_k(k),
+                        content_weight=float(content_weight), style_weight=float(style_weight), scope=scope or "unet")
+    return FusionRequest(str(content), str(style), params, source="tab")
+
+
+def message(text: str, kind: str = "info") -> str:
+    """A status line for the tab: kind is "info", "ok" or "error"."""
+    return f'<div class="nplora-status nplora-{kind}">{html.escape(text)}</div>'
+
+
+def _failure(e: Exception) -> str:
+    if isinstance(e, NpLoraError):
+        return message(str(e), "error")
+    traceback.print_exc()
+    return message(f"Unexpected error: {e.__class__.__name__}: {e}", "error")
+
+
+def build_tab(ctx: HostContext):
+    """The tab as a ``gr.Blocks``; register it with ``script_callbacks.on_ui_tabs``."""
+    import gradio as gr
+
+    d = ctx.defaults()
+
+    def names():
+        try:
+            return ctx.index().names(ctx.model_arch())
+        except Exception:  # the host's list can be unavailable while it loads a model
+            return []
+
+    with gr.Blocks(analytics_enabled=False) as tab:
+        gr.HTML('<div class="nplora-intro">Fuse a <b>content</b> LoRA (a subject) with a <b>style</b> LoRA: '
+                "NP-LoRA removes the style's principal input directions from the content update "
+                "(ΔW = w<sub>s</sub>ΔW<sub>s</sub> + w<sub>c</sub>ΔW<sub>c</sub>(I − c·V<sub>k</sub>V<sub>k</sub>ᵀ), "
+                "c = μ/(1+μ)). μ = 0.5 and k = full rank are the paper's settings.</div>")
+        with gr.Row(elem_id="nplora_tab_pick"):
+            content = gr.Dropdown(label="Content LoRA (subject)", choices=names(), value=None,
+                                  allow_custom_value=True, elem_id="nplora_tab_content", scale=4)
+            style = gr.Dropdown(label="Style LoRA", choices=names(), value=None, allow_custom_value=True,
+                                elem_id="nplora_tab_style", scale=4)
+            refresh = gr.Button(value="\u21bb Refresh list", elem_id="nplora_tab_refresh", size="sm", scale=1,
+                                min_width=120)
+        with gr.Row():
+            content_weight = gr.Slider(minimum=-2.0, maximum=2.0, step=0.05, value=1.0, label="Content weight",
+                                       elem_id="nplora_tab_wc")
+            style_weight = gr.Slider(minimum=-2.0, maximum=2.0, step=0.05, value=1.0, label="Style weight",
+                                     elem_id="nplora_tab_ws")
+        with gr.Row():
+            mu = gr.Slider(minimum=0.0, maximum=MU_MAX, step=0.05, value=min(d.mu, MU_MAX),
+                           label="μ, soft projection (c = μ/(1+μ); 0 = plain merge)", elem_id="nplora_tab_mu",
+                           scale=3)
+            hard = gr.Checkbox(label="Hard projection (c = 1)", value=d.hard, elem_id="nplora_tab_hard", scale=1)
+            k = gr.Dropdown(label="Rank k (style directions removed)", choices=K_CHOICES,
+                            value=str(d.k) if d.k else K_FULL, allow_custom_value=True, elem_id="nplora_tab_k",
+                            scale=2)
+            scope = gr.Radio(label="Project", choices=["unet", "all"], value=d.scope, elem_id="nplora_tab_scope",
+                             scale=2)
+            method = gr.Radio(label="Method", choices=["nplora", "direct"], value="nplora",
+                              elem_id="nplora_tab_method", scale=2)
+        with gr.Row():
+            analyze_btn = gr.Button(value="Analyze", elem_id="nplora_tab_analyze", scale=1)
+            tag_btn = gr.Button(value="Copy prompt tag", elem_id="nplora_tab_copy", scale=1)
+            tag_box = gr.Textbox(label="Prompt tag", value="", interactive=False, elem_id="nplora_tab_tag",
+                                 lines=1, scale=3)
+        with gr.Row():
+            name = gr.Textbox(label="File name in the LoRA folder (.safetensors is added)", value="",
+                              elem_id="nplora_tab_name", lines=1, scale=3)
+            overwrite = gr.Checkbox(label="Overwrite if a file of that name exists", value=False,
+                                    elem_id="nplora_tab_overwrite", scale=1)
+            save_btn = gr.Button(value="Fuse & save", variant="primary", elem_id="nplora_tab_save", scale=1)
+        status = gr.HTML(value="", elem_id="nplora_tab_status")
+        suggested = gr.State(value="")
+        chart = gr.HTML(value="", elem_id="nplora_tab_chart")
+        with gr.Accordion(label="Per-module numbers", open=False):
+            numbers = gr.JSON(value=None, elem_id="nplora_tab_numbers")
+
+        params = [content, style, content_weight, style_weight, mu, hard, k, scope, method]
+
+        def do_refresh():
+            try:
+                ctx.index().refresh()
+            except Exception:
+                pass
+            choices = names()
+            return gr.update(choices=choices), gr.update(choices=choices)
+
+        def suggest(*values):
+            """Follow the selection with a suggested file name, unless the user typed their own."""
+            *pair, current, last = values
+            try:
+                new = default_output_name(_request(*pair))
+            except Exception:
+                return gr.update(), last
+            if current and current != last:
+                return gr.update(), last
+            return gr.update(value=new), new
+
+        def do_analyze(*values, progress=gr.Progress()):
+            try:
+                request = _request(*values)
+                progress(0.1, desc="Analyzing")
+                result = ctx.service.analyze(ctx.index(), request, device=ctx.device())
+                return analysis_html(result), result.to_dict()["modules"], message(
+                    f"Analyzed {len(result.modules)} paired modules "
+                    f"({result.content_only} content-only, {result.style_only} style-only not paired).", "ok")
+            except Exception as e:
+                return gr.update(), gr.update(), _failure(e)
+
+        def do_save(*values, progress=gr.Progress()):
+            *pair, file_name, allow = values
+            try:
+                request = _request(*pair)
+
+                def report(done, total):
+                    progress(done / max(total, 1), desc=f"Fusing {done}/{total} modules")
+
+                saved = ctx.service.save(ctx.index(), request, file_name or default_output_name(request),
+                                         overwrite=bool(allow), device=ctx.device(), progress=report)
+                from pathlib import Path
+
+                p = Path(saved.path)
+                text = (f"Saved {p.name} in the LoRA folder ({p.stat().st_size / 2**20:.1f} MiB). "
+                        "It shows among the Lora cards after a refresh; use it as "
+                        f"<lora:{p.stem}:1>.")
+                return message(text, "ok"), gr.update(value=False)
+            except Exception as e:
+                return _failure(e), gr.update()
+
+        def do_tag(*values):
+            try:
+                return _request(*values).tag(), message("Prompt tag ready.", "ok")
+            except Exception as e:
+                return "", _failure(e)
+
+        refresh.click(fn=do_refresh, inputs=[], outputs=[content, style])
+        for comp in (content, style, mu, hard, k, method):
+            comp.change(fn=suggest, inputs=params + [name, suggested], outputs=[name, suggested])
+        analyze_btn.click(fn=do_analyze, inputs=params, outputs=[chart, numbers, status])
+        save_btn.click(fn=do_save, inputs=params + [name, overwrite], outputs=[status, overwrite])
+        tag_btn.click(fn=do_tag, inputs=params, outputs=[tag_box, status]).then(
+            fn=None, inputs=[tag_box], outputs=[], **js_event(gr, "nplora_send_tag"))
+    return tab
