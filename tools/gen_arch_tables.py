@@ -172,8 +172,14 @@ def text_rows(prefix: str, pipeline: str, cfg: dict, with_projection=False, t5=F
             model = tf.CLIPTextModelWithProjection(tf.CLIPTextConfig(**cfg))
         else:
             model = tf.CLIPTextModel(tf.CLIPTextConfig(**cfg))
-    return [_row(f"{prefix}.{p}", kind, shape, [f"{pipeline}.{p}"])
-            for p, kind, shape in _layers(model, with_norms=not t5)]
+    rows = []
+    for p, kind, shape in _layers(model, with_norms=not t5):
+        aliases = [f"{pipeline}.{p}"]
+        if not t5 and not with_projection and p.startswith("text_model."):
+            # transformers 5 drops CLIPTextModel's text_model level; LoRAs saved from it do too
+            aliases.append(f"{pipeline}.{p[len('text_model.'):]}")
+        rows.append(_row(f"{prefix}.{p}", kind, shape, aliases))
+    return rows
 
 
 def flux_rows():

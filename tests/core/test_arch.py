@@ -30,6 +30,7 @@ REAL_STEMS = [
      "unet.input_blocks.4.1.transformer_blocks.0.attn2.to_k", (640, 1024)),
     ("sd2", "lora_te_text_model_encoder_layers_22_self_attn_out_proj",
      "te.text_model.encoder.layers.22.self_attn.out_proj", (1024, 1024)),
+    ("sdxl", "text_encoder.encoder.layers.3.mlp.fc1", "te1.text_model.encoder.layers.3.mlp.fc1", (3072, 768)),
     ("sdxl", "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
      "unet.input_blocks.4.1.transformer_blocks.0.attn1.to_q", (640, 640)),
     ("sdxl", "lora_unet_input_blocks_7_1_transformer_blocks_0_attn2_to_k",
