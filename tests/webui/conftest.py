@@ -31,6 +31,11 @@ def sd1_te_rows():
     return lf.select("sd1", "attn", components=("te",), blocks=("layers.0.",))
 
 
+def sdxl_only_rows():
+    """SDXL UNet attention in a block SD1/SD2 do not have (transformer_blocks.3 of a 1280 stage)."""
+    return lf.select("sdxl", "attn", components=("unet",), blocks=("input_blocks.7.1.transformer_blocks.3.",))
+
+
 @pytest.fixture
 def lora_dir(tmp_path):
     """content/style (SD1 UNet attention), te_content/te_style (SD1 UNet + text encoder),
@@ -45,7 +50,6 @@ def lora_dir(tmp_path):
                                    rank=4, seed=3),
         "te_style": make_lora(folder / "te_style.safetensors", "sd1", sd1_unet_rows() + sd1_te_rows(),
                                  rank=4, seed=4),
-        "xl_style": make_lora(folder / "xl_style.safetensors", "sdxl",
-                                 lf.select("sdxl", "attn", components=("unet",), limit=4), rank=4, seed=5),
+        "xl_style": make_lora(folder / "xl_style.safetensors", "sdxl", sdxl_only_rows(), rank=4, seed=5),
     }
     return folder, made

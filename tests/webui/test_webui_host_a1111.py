@@ -149,8 +149,8 @@ def test_openclip_attention_gets_all_four_projections(tmp_path):
     """SDXL's second text encoder is an nn.MultiheadAttention in A1111: a fusion touching only q
     and v of a block still changes q and v (k and out get zero updates, so A1111 applies them)."""
     te2 = lf.rows_by_name("sdxl")
-    rows = [te2["te2.text_model.encoder.layers.0.self_attn.q_proj"], te2["te2.text_model.encoder.layers.0.self_attn.v_proj"],
-            te2["te2.text_model.encoder.layers.0.mlp.fc1"]]
+    layer0 = "te2.text_model.encoder.layers.0."
+    rows = [te2[layer0 + "self_attn.q_proj"], te2[layer0 + "self_attn.v_proj"], te2[layer0 + "mlp.fc1"]]
     unet = lf.select("sdxl", "attn", components=("unet",), limit=2)
     make_lora(tmp_path / "c.safetensors", "sdxl", unet + rows, seed=1)
     make_lora(tmp_path / "s.safetensors", "sdxl", unet + rows, seed=2)

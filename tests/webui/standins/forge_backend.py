@@ -194,9 +194,11 @@ class StandInForgeModel:
         dm = torch_tree.tree(unet_rows, lambda n: n.split(".", 1)[1])
         te = torch.nn.Module()
         for i, row in enumerate(te1_rows):
-            torch_tree.put(te, "clip_l.transformer." + _hf(row["name"]), torch_tree.layer("linear", row["shape"], 500 + i))
+            torch_tree.put(te, "clip_l.transformer." + _hf(row["name"]),
+                           torch_tree.layer("linear", row["shape"], 500 + i))
         for i, row in enumerate(te2_rows):
-            torch_tree.put(te, "clip_g.transformer." + _hf(row["name"]), torch_tree.layer("linear", row["shape"], 700 + i))
+            torch_tree.put(te, "clip_g.transformer." + _hf(row["name"]),
+                           torch_tree.layer("linear", row["shape"], 700 + i))
         unet = patcher(StandInKModel(dm))
         self.forge_objects = StandInForgeObjects(unet, clip(te), None, None)
         self.forge_objects_original = self.forge_objects.shallow_copy()
@@ -275,7 +277,8 @@ class StandInLdmModelPatcher:
 
     _merged: dict = {}  # model id -> the patcher whose patches are merged (one model loaded at a time)
 
-    def __init__(self, model, load_device=None, offload_device=None, size=0, current_device=None, weight_inplace_update=False):
+    def __init__(self, model, load_device=None, offload_device=None, size=0, current_device=None,
+                 weight_inplace_update=False):
         self.model = model
         self.patches = {}
         self.backup = {}
