@@ -4,36 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import lora_factory as lf
-
-SD1_UNET_BLOCKS = ("input_blocks.1.1.", "output_blocks.11.1.")
-
-
-def make_lora(path, arch, rows, **kw):
-    """``lora_factory.make_lora``, avoiding header lengths whose first byte the core reader takes
-    for a pickle/zip signature (0x80, "PK": a core bug, see the report of issue #4)."""
-    meta = dict(kw.pop("metadata", None) or {})
-    for pad in range(8):
-        made = lf.make_lora(path, arch, rows, metadata=meta, **kw)
-        with open(path, "rb") as f:
-            head = f.read(2)
-        if head[:1] != b"\x80" and head != b"PK":
-            return made
-        meta["nplora_test_pad"] = "x" * (pad + 1)
-    raise AssertionError("could not avoid the pickle-like header length")
-
-
-def sd1_unet_rows():
-    return lf.select("sd1", "attn", components=("unet",), blocks=SD1_UNET_BLOCKS)
-
-
-def sd1_te_rows():
-    return lf.select("sd1", "attn", components=("te",), blocks=("layers.0.",))
-
-
-def sdxl_only_rows():
-    """SDXL UNet attention in a block SD1/SD2 do not have (transformer_blocks.3 of a 1280 stage)."""
-    return lf.select("sdxl", "attn", components=("unet",), blocks=("input_blocks.7.1.transformer_blocks.3.",))
+from webui_loras import make_lora, sd1_te_rows, sd1_unet_rows, sdxl_only_rows
 
 
 @pytest.fixture

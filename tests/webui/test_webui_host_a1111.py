@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lora_factory as lf
-from conftest import make_lora, sd1_te_rows, sd1_unet_rows
+from webui_loras import make_lora, sd1_te_rows, sd1_unet_rows
 from lib_nplora.params import FuseParams
 from lib_nplora.webui.hosts import HostError
 from lib_nplora.webui.hosts.a1111 import Adapter, layer_name

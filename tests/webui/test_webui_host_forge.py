@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lora_factory as lf
-from conftest import make_lora
+from webui_loras import make_lora
 from lib_nplora.cache import Caches
 from lib_nplora.params import FuseParams
 from lib_nplora.webui.hosts import HostError

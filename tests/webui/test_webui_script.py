@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import sd1_te_rows, sd1_unet_rows
+from webui_loras import sd1_te_rows, sd1_unet_rows
 from lib_nplora.cache import Caches
 from lib_nplora.webui import script as script_mod
 from lib_nplora.webui.accordion import UiValues
