@@ -329,8 +329,11 @@ class Runtime:
         check_fits(style, "style", arch)
         device = self.device()
         t0 = time.perf_counter()
-        fused = self.service.fuse(index, request, device=device, dtype=settings_mod.fusion_dtype(device),
-                                  arch=arch)
+        # Forge runs this hook under inference_mode: build the (cached, reused) factors as normal
+        # tensors so the tab, the API and the host can all use them later.
+        with torch.inference_mode(False), torch.no_grad():
+            fused = self.service.fuse(index, request, device=device, dtype=settings_mod.fusion_dtype(device),
+                                      arch=arch)
         seconds = time.perf_counter() - t0
         applied = adapter.activate(p, fused)
         job.applied = applied.ident
@@ -421,7 +424,10 @@ def make_script_class(scripts_module, get_runtime: Callable[[], Runtime] = runti
             get_runtime().begin_job(p, UiValues.from_args(args))
 
         def after_extra_networks_activate(self, p, *args, **kwargs):
-            get_runtime().on_pass(p, kwargs.get("extra_network_data"))
+            data = kwargs.get("extra_network_data")
+            if data is None:  # a host that does not pass it: what the <nplora:…> extra network recorded
+                data = {TAG: getattr(p, "nplora_prompt_items", None) or []}
+            get_runtime().on_pass(p, data)
 
         def postprocess(self, p, processed, *args):
             get_runtime().end_job(p)

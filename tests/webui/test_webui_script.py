@@ -11,7 +11,7 @@ from lib_nplora.cache import Caches
 from lib_nplora.webui import script as script_mod
 from lib_nplora.webui.accordion import UiValues
 from lib_nplora.webui.hosts.a1111 import Adapter
-from lib_nplora.webui.request import INFOTEXT
+from lib_nplora.webui.request import INFOTEXT, FusionRequest
 from lib_nplora.webui.script import Runtime
 from lib_nplora.webui.service import FusionService
 from webui.standins.a1111_lora import StandInNetwork, StandInNetworks, StandInSdModel, network, snapshot
@@ -233,3 +233,27 @@ def test_settings_default_mu_applies_to_tags(lora_dir, rt):
 
 def test_runtime_singleton():
     assert script_mod.runtime() is script_mod.runtime()
+
+
+def test_fusion_inside_inference_mode_gives_normal_tensors(rt):
+    """Forge runs the hook under torch.inference_mode(); the cached factors must stay usable."""
+    with torch.inference_mode():
+        p, applied = job(rt, "", UI_ON)
+    fused = rt.service.fuse(rt.index(), FusionRequest("content", "style"), device=torch.device("cpu"),
+                            dtype=torch.float32, arch="sd1")
+    m = next(iter(fused.modules.values()))
+    assert applied is not None and not m.up.is_inference() and not m.down.is_inference()
+    m.up.mul_(1.0)  # in-place use outside inference mode works
+
+
+def test_hook_without_extra_network_data_reads_what_the_extra_network_recorded(rt):
+    from webui.standins.webui_modules import standin_scripts_module
+
+    Script = script_mod.make_script_class(standin_scripts_module(), get_runtime=lambda: rt)
+    p = StandInProcessing(rt.test["sd_model"])
+    Script().process(p, *UiValues().to_args())
+    p.nplora_prompt_items = [["content", "style"]]
+    Script().after_extra_networks_activate(p, *UiValues().to_args())  # no extra_network_data kwarg
+    assert p.extra_generation_params[INFOTEXT["content"]] == "content"
+    Script().postprocess(p, None, *UiValues().to_args())
+    assert ours(rt) == []
