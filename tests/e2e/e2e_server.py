@@ -104,7 +104,9 @@ class WebUI:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.host} exited with {self.proc.returncode}; log: {self.log}\n{self.tail()}")
             try:
-                if self.get("/sdapi/v1/sd-models", timeout=5) is not None:
+                # the builtin Lora's routes come with the app_started callbacks, after the API is up
+                if self.get("/sdapi/v1/sd-models", timeout=5) is not None and \
+                        self.get("/sdapi/v1/loras", timeout=5) is not None:
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
