@@ -183,10 +183,7 @@ def build_network(fused: FusedLora, networks, network_module, sd_model, name: st
             unmapped.append(canonical)
             continue
         shape = _target_shape(sd_module, key)
-        numel = 1
-        for s in shape or ():
-            numel *= s
-        if shape is None or mod.up.shape[0] * mod.down.shape[1] != numel:
+        if shape is None or mod.up.shape[0] * mod.down.shape[1] != math.prod(shape):
             misfit.append(canonical)
             continue
         add(key, sd_module, mod.up, mod.down, mod.bias)
