@@ -8,7 +8,8 @@ Prompt syntax (the WebUIs split a tag's text on ':' into items)::
     <nplora:CONTENT:STYLE:hard>            # hard projection (c = 1)
     <nplora:CONTENT:STYLE:method=direct>   # plain merge, for comparison
 
-Named arguments: ``mu``, ``k``, ``energy`` (beyond the paper), ``wc`` (content weight), ``ws``
+Named arguments: ``mu``, ``k`` (a number, or ``full`` for the style's full rank: the default),
+``energy`` (beyond the paper), ``wc`` (content weight), ``ws``
 (style weight), ``scope`` (unet|all), ``method`` (nplora|direct), ``hard`` (flag, or hard=true).
 Anything else — a third name, an unknown or repeated argument, a number that is not finite or
 out of range, a name that looks like a path — is refused with a message naming the tag.
@@ -119,13 +120,22 @@ def _number(tag: str, key: str, text: str) -> float:
 
 
 def _integer(tag: str, key: str, text: str) -> int:
-    if not re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
         raise PromptTagError(f"{tag}: {key}={text!r} is not a whole number")
+    if len(text.lstrip("+-")) > 9:
+        raise PromptTagError(f"{tag}: {key}={text[:20]}{'...' if len(text) > 20 else ''} is out of range")
     return int(text)
 
 
-def parse_items(items: list[str], tag: str | None = None) -> FusionRequest:
+def parse_items(items: list[str], tag: str | None = None, defaults: FuseParams | None = None) -> FusionRequest:
     """Parse the ':'-separated items of one ``<nplora:…>`` tag.
+
+    Args:
+        items: the tag's items (the WebUI's ``ExtraNetworkParams.items``).
+        tag: how to name the tag in messages (default: rebuilt from the items).
+        defaults: values for the arguments the tag leaves out (the settings' mu, k, scope);
+            None = the library's defaults.
 
     Raises:
         PromptTagError: malformed tag; ParameterError: a value out of range; LoraNameError: a
@@ -164,15 +174,20 @@ def parse_items(items: list[str], tag: str | None = None) -> FusionRequest:
         if key in ("mu", "energy", "wc", "ws"):
             kw[field_] = _number(tag, key, value)
         elif key == "k":
-            kw[field_] = _integer(tag, key, value)
+            # k=full: the style's full rank (the paper's), whatever the default is
+            kw[field_] = None if value.lower() == "full" else _integer(tag, key, value)
         elif key == "hard":
             if value.lower() not in _BOOL:
                 raise PromptTagError(f"{tag}: hard={value!r} must be true or false")
             kw[field_] = _BOOL[value.lower()]
         else:
             kw[field_] = value.lower()
+    if "energy" in kw and "k" not in kw:
+        kw["k"] = None  # an energy cap replaces a default k, and the other way round
+    if "k" in kw and "energy" not in kw:
+        kw["energy"] = None
     try:
-        params = FuseParams(**kw)
+        params = defaults.with_(**kw) if defaults is not None else FuseParams(**kw)
     except ParameterError as e:
         raise ParameterError(f"{tag}: {e.problem}", hint=e.hint) from None
     return FusionRequest(content, style, params, source="prompt")

@@ -77,11 +77,30 @@ class FusionService:
     def inputs(self, index: LoraIndex, request: FusionRequest) -> tuple[LoraEntry, LoraEntry]:
         return index.resolve(request.content, "content LoRA"), index.resolve(request.style, "style LoRA")
 
-    def fuse(self, index: LoraIndex, request: FusionRequest, *, device=None,
-             dtype: torch.dtype = torch.float16, progress: Progress | None = None) -> FusedLora:
-        """The fused LoRA for ``request`` (cached)."""
+    def load_inputs(self, index: LoraIndex, request: FusionRequest, arch: str | None = None):
+        """The two inputs read through the cache, for ``arch`` when given (the loaded model's).
+
+        A file that fits several architectures (a CLIP-L-only LoRA fits SD1, SDXL and FLUX) must
+        be read for the model it is applied to, not for the library's preferred one.
+
+        Raises:
+            ArchitectureError: a file does not fit ``arch`` (names the file).
+        """
         c_entry, s_entry = self.inputs(index, request)
-        content, style = self.caches.load_pair(c_entry.path, s_entry.path)
+        if arch is None:
+            return self.caches.load_pair(c_entry.path, s_entry.path)
+        return self.caches.load(c_entry.path, arch), self.caches.load(s_entry.path, arch)
+
+    def fuse(self, index: LoraIndex, request: FusionRequest, *, device=None,
+             dtype: torch.dtype = torch.float16, progress: Progress | None = None,
+             arch: str | None = None) -> FusedLora:
+        """The fused LoRA for ``request`` (cached).
+
+        Args:
+            arch: read both inputs for this architecture (the loaded model's); None = the
+                architecture both files fit best.
+        """
+        content, style = self.load_inputs(index, request, arch)
         key = ("fused", content.sha256, style.sha256, content.arch, request.params, str(device), str(dtype))
 
         def make():

@@ -1,0 +1,218 @@
+"""Forge (lllyasviel main, ``backend/``): the fused LoRA as patches on cloned patchers.
+
+How Forge applies LoRAs: the model object holds ``forge_objects`` (UNet patcher, CLIP, VAE, ...),
+``forge_objects_original`` and ``forge_objects_after_applying_lora``. The builtin
+``sd_forge_lora`` rebuilds the latter from the originals when the set of ``<lora:…>`` changes
+(and returns early, touching nothing, when it did not). Before sampling, processing copies
+``forge_objects_after_applying_lora`` into ``forge_objects``; when a patcher object that is not
+the one loaded goes to the device, its ``LoraLoader`` restores the backed-up weights and merges
+the patches of every identifier in ``patcher.lora_patches``.
+
+So NP-LoRA, after every extra network activated (each pass, hires included):
+
+* takes the *base*: the current ``forge_objects_after_applying_lora``, or the one it replaced if
+  the current one is NP-LoRA's own (the builtin's early return hands it back);
+* clones the base UNet and CLIP patchers and adds the fused LoRA's patches under the identifier
+  ``nplora:<digest>`` (unique to inputs + parameters, so a changed mu re-merges);
+* puts the clones into ``forge_objects_after_applying_lora`` and ``forge_objects`` (the hires
+  conditioning reads the latter) and remembers (base, patched) on the model object;
+* after the job, or when a pass runs without NP-LoRA, puts the base back: the next load of the
+  base patcher restores the exact backed-up weights.
+
+Patches are built by the host's own loader (``backend.patcher.lora``: its key maps and
+``load_lora``) from the fused LoRA in kohya form (``formats.writer.to_state_dict``), so every
+architecture and module type Forge reads is handled as Forge handles it. They are cached by
+(digest, model) and dropped on model load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from ...formats.keys import split_key
+from ...formats.writer import to_state_dict
+from ...fused import FusedLora
+from . import Applied, HostAdapter, HostError
+
+MAX_CACHED_PATCHES = 4
+IDENT_PREFIX = "nplora:"
+STATE_ATTR = "_nplora_state"
+
+
+@dataclass
+class PatchState:
+    """What NP-LoRA swapped into one model object (kept on that object: dies with the model)."""
+
+    base: object        # the ForgeObjects NP-LoRA cloned from
+    patched: object     # the ForgeObjects NP-LoRA put in its place
+    ident: str
+    report: Applied
+
+
+@dataclass
+class Patches:
+    """Host-native patches for one fusion on one model.
+
+    Attributes:
+        patches: param key -> the host's patch value, as its ``load_lora`` returns them.
+        modules: kohya module keys in the fused LoRA.
+        unmatched: those the host's key maps do not know.
+    """
+
+    patches: dict
+    modules: list[str]
+    unmatched: list[str]
+
+
+class Adapter(HostAdapter):
+    """Forge with the ``backend/`` patcher (``ModelPatcher.lora_patches``, identifier-keyed)."""
+
+    name = "forge"
+    backend_module = "backend.patcher.lora"
+
+    def __init__(self, networks, lora_backend=None, dynamic_args=None, shared=None, lora_dir=None):
+        super().__init__(networks, lora_dir)
+        self.lora = lora_backend if lora_backend is not None else importlib.import_module(self.backend_module)
+        self._dynamic_args = dynamic_args
+        self._shared = shared
+        self._lock = threading.Lock()
+        self._patches: OrderedDict[tuple, Patches] = OrderedDict()
+
+    def current_model(self):
+        if self._shared is None:
+            from modules import shared
+
+            self._shared = shared
+        return getattr(self._shared, "sd_model", None)
+
+    # ------------------------------------------------------------------ host specifics
+    def check_patcher(self, patcher) -> None:
+        if not hasattr(patcher, "lora_patches"):
+            raise HostError("this Forge's model patcher has no lora_patches",
+                            hint="Update Forge, or report the Forge version you use")
+
+    def online_mode(self, base) -> bool:
+        """The builtin's rule: per-forward LoRA only for low-bit storage with 'online LoRA' on."""
+        args = self._dynamic_args
+        if args is None:
+            try:
+                args = importlib.import_module("backend.args").dynamic_args
+            except (ImportError, AttributeError):
+                return False
+        online = bool(args.get("online_lora", False))
+        storage = getattr(getattr(base.unet, "model", None), "storage_dtype", None)
+        if storage in (torch.float32, torch.float16, torch.bfloat16):
+            online = False
+        return online
+
+    def add_patches(self, patcher, patches: dict, ident: str, online: bool):
+        """Clone ``patcher`` and add ``patches`` under ``ident``: (clone, accepted keys)."""
+        clone = patcher.clone()
+        accepted = clone.add_patches(filename=ident, patches=patches, strength_patch=1.0, online_mode=online)
+        return clone, set(accepted or ())
+
+    # ------------------------------------------------------------------ patches
+    def key_map(self, base) -> dict:
+        km = dict(self.lora.model_lora_keys_unet(base.unet.model, {}))
+        if base.clip is not None:
+            km.update(self.lora.model_lora_keys_clip(base.clip.cond_stage_model, {}))
+        return km
+
+    def patches_for(self, fused: FusedLora, base) -> Patches:
+        key = (fused.digest, id(base.unet.model), id(getattr(base.clip, "cond_stage_model", None)))
+        with self._lock:
+            hit = self._patches.get(key)
+            if hit is not None:
+                self._patches.move_to_end(key)
+                return hit
+        state, _notes = to_state_dict(fused)
+        all_keys = frozenset(state)
+        modules = sorted({hit[0] for k in state if (hit := split_key(k, all_keys)) is not None})
+        km = self.key_map(base)
+        result = self.lora.load_lora(state, km)
+        patches = result[0] if isinstance(result, tuple) else result
+        built = Patches(dict(patches), modules, [m for m in modules if m not in km])
+        with self._lock:
+            self._patches[key] = built
+            while len(self._patches) > MAX_CACHED_PATCHES:
+                self._patches.popitem(last=False)
+        return built
+
+    # ------------------------------------------------------------------ apply / restore
+    @staticmethod
+    def _state(sd_model) -> PatchState | None:
+        return getattr(sd_model, STATE_ATTR, None)
+
+    def base_objects(self, sd_model):
+        """The ForgeObjects without NP-LoRA for this pass."""
+        current = sd_model.forge_objects_after_applying_lora
+        st = self._state(sd_model)
+        if st is not None and current is st.patched:
+            return st.base
+        return current
+
+    def activate(self, p, fused: FusedLora) -> Applied:
+        sd_model = getattr(p, "sd_model", None) or self.current_model()
+        if getattr(sd_model, "forge_objects_after_applying_lora", None) is None:
+            raise HostError("the loaded model has no Forge objects", hint="Load a checkpoint first")
+        base = self.base_objects(sd_model)
+        self.check_patcher(base.unet)
+        ident = IDENT_PREFIX + fused.digest
+        st = self._state(sd_model)
+        if st is not None and st.base is base and st.ident == ident:
+            new, report = st.patched, st.report  # same fusion, same base: keep the patchers
+        else:
+            built = self.patches_for(fused, base)
+            online = self.online_mode(base)
+            unet, unet_keys = self.add_patches(base.unet, built.patches, ident, online)
+            clip, clip_keys = (None, set()) if base.clip is None else self.add_patches(
+                base.clip, built.patches, ident, online)
+            if not unet_keys and not clip_keys:
+                raise HostError("none of the fused modules fits the loaded model",
+                                hint="Check that both LoRAs were made for the loaded checkpoint's base model")
+            new = base.shallow_copy()
+            new.unet = unet if unet_keys else base.unet
+            new.clip = clip if clip_keys else base.clip
+            warnings = []
+            if built.unmatched:
+                warnings.append(f"{len(built.unmatched)} of {len(built.modules)} module(s) have no weight in "
+                                f"this model and were skipped (first: {built.unmatched[0]})")
+            skipped = set(built.patches) - unet_keys - clip_keys
+            if skipped:
+                warnings.append(f"{len(skipped)} patch(es) were refused by the model and skipped "
+                                f"(first: {sorted(map(str, skipped))[0]})")
+            report = Applied(ident, len(unet_keys) + len(clip_keys), bool(clip_keys), warnings)
+        sd_model.forge_objects_after_applying_lora = new
+        current = getattr(sd_model, "forge_objects", None)
+        if current is not None:  # the hires conditioning is computed from forge_objects directly
+            current.unet, current.clip = new.unet, new.clip
+        setattr(sd_model, STATE_ATTR, PatchState(base, new, ident, report))
+        return Applied(report.ident, report.modules, report.touches_text_encoder, list(report.warnings))
+
+    def deactivate(self, p) -> None:
+        sd_model = getattr(p, "sd_model", None) if p is not None else None
+        sd_model = sd_model or self.current_model()
+        st = self._state(sd_model)
+        if st is None:
+            return
+        if sd_model.forge_objects_after_applying_lora is st.patched:
+            sd_model.forge_objects_after_applying_lora = st.base
+        current = getattr(sd_model, "forge_objects", None)
+        if current is not None:
+            if current.unet is st.patched.unet:
+                current.unet = st.base.unet
+            if current.clip is st.patched.clip:
+                current.clip = st.base.clip
+        setattr(sd_model, STATE_ATTR, None)
+
+    def begin_job(self, p) -> None:
+        self.deactivate(p)
+
+    def forget_model(self) -> None:
+        with self._lock:
+            self._patches.clear()

@@ -1,0 +1,165 @@
+"""A WebUI process started by the end-to-end suite, its HTTP API, and the run's report."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST_VARS = {"a1111": "NPLORA_WEBUI_A1111", "forge": "NPLORA_WEBUI_FORGE"}
+REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    REPORT.append(line)
+    out = os.environ.get("NPLORA_E2E_REPORT")
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebUI:
+    """A WebUI process started by the suite, and its API."""
+
+    def __init__(self, host: str, folder: Path, lora_dir: Path, log: Path):
+        self.host, self.folder, self.lora_dir, self.log = host, folder, lora_dir, log
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.linked: Path | None = None
+
+    # ------------------------------------------------------------------ process
+    def python(self) -> str:
+        explicit = os.environ.get("NPLORA_WEBUI_PYTHON")
+        if explicit:
+            return explicit
+        for candidate in (self.folder / "venv" / "bin" / "python", self.folder / "venv" / "Scripts" / "python.exe"):
+            if candidate.exists():
+                return str(candidate)
+        pytest.skip(f"no Python environment in {self.folder}/venv; set NPLORA_WEBUI_PYTHON")
+
+    def checkpoint(self) -> Path:
+        explicit = os.environ.get("NPLORA_WEBUI_CKPT")
+        if explicit:
+            return Path(explicit)
+        models = self.folder / "models" / "Stable-diffusion"
+        found = sorted(p for p in models.glob("*") if p.suffix in (".safetensors", ".ckpt")) if models.is_dir() else []
+        if not found:
+            pytest.skip(f"no checkpoint in {models}; set NPLORA_WEBUI_CKPT")
+        return found[0]
+
+    def install_extension(self) -> None:
+        ext = self.folder / "extensions"
+        ext.mkdir(exist_ok=True)
+        for entry in ext.iterdir():
+            if entry.resolve() == ROOT:
+                return  # already installed (linked or this very checkout)
+        link = ext / "nplora-e2e"
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(ROOT, target_is_directory=True)
+        self.linked = link
+
+    def command(self) -> list[str]:
+        forge = (self.folder / "modules_forge").is_dir()
+        args = [self.python(), "launch.py", "--api", "--port", str(self.port),
+                "--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test",
+                "--skip-version-check", "--no-download-sd-model",
+                "--lora-dir", str(self.lora_dir), "--ckpt", str(self.checkpoint())]
+        args += ["--always-cpu", "--disable-gpu-warning"] if forge else ["--use-cpu", "all", "--no-half",
+                                                                            "--precision", "full"]
+        return args + shlex.split(os.environ.get("NPLORA_WEBUI_ARGS", ""))
+
+    def start(self) -> None:
+        self.install_extension()
+        env = dict(os.environ)
+        env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DIFFUSERS_OFFLINE": "1",
+                    "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                    "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""})
+        cmd = self.command()
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=self.folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        limit = float(os.environ.get("NPLORA_WEBUI_START_TIMEOUT", "900"))
+        t0 = time.monotonic()
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.host} exited with {self.proc.returncode}; log: {self.log}\n{self.tail()}")
+            try:
+                # the builtin Lora's routes come with the app_started callbacks, after the API is up
+                if self.get("/sdapi/v1/sd-models", timeout=5) is not None and \
+                        self.get("/sdapi/v1/loras", timeout=5) is not None:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() - t0 > limit:
+                self.stop()
+                raise RuntimeError(f"{self.host} did not answer within {limit:.0f} s; log: {self.log}\n{self.tail()}")
+            time.sleep(2)
+        report(f"{self.host}: started in {time.monotonic() - t0:.0f} s ({' '.join(cmd[1:3])} ... on port {self.port})")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group this suite started, nothing else
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        if self.linked is not None and self.linked.is_symlink():
+            self.linked.unlink()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    # ------------------------------------------------------------------ API
+    def get(self, path: str, timeout: float = 600):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, payload: dict, timeout: float = 1800):
+        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{path} -> HTTP {e.code}: {e.read()[:2000]!r}\n{self.tail()}") from None
+
+    def txt2img(self, prompt: str, **kw):
+        """(images as uint8 arrays, info dict, seconds)."""
+        import numpy as np
+        from PIL import Image
+
+        payload = dict(prompt=prompt, negative_prompt="", seed=1234, steps=3, width=64, height=64, cfg_scale=5,
+                       sampler_name="Euler", batch_size=1, n_iter=1, send_images=True, save_images=False)
+        payload.update(kw)
+        t0 = time.perf_counter()
+        r = self.post("/sdapi/v1/txt2img", payload)
+        seconds = time.perf_counter() - t0
+        images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) for b in r["images"]]
+        return images, json.loads(r["info"]), seconds

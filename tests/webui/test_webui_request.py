@@ -1,0 +1,135 @@
+"""The <nplora:…> prompt tag: parsing, defaults, round trips, and hostile input."""
+
+from __future__ import annotations
+
+import pytest
+
+from lib_nplora.errors import ParameterError
+from lib_nplora.params import FuseParams
+from lib_nplora.webui.index import LoraNameError
+from lib_nplora.webui.request import (INFOTEXT, FusionRequest, PromptTagError, find_tags, from_infotext,
+                                      parse_items, strip_tags)
+
+
+def items(tag: str) -> list[str]:
+    (found,) = find_tags(tag)
+    return found
+
+
+def test_minimal_tag_uses_the_papers_defaults():
+    r = parse_items(items("<nplora:subject:watercolor>"))
+    assert (r.content, r.style, r.source) == ("subject", "watercolor", "prompt")
+    assert r.params == FuseParams()
+
+
+def test_every_argument():
+    r = parse_items(items("<nplora:a:b:mu=0.8:k=16:wc=0.7:ws=1.2:scope=all:method=nplora>"))
+    assert r.params == FuseParams(mu=0.8, k=16, content_weight=0.7, style_weight=1.2, scope="all")
+
+
+@pytest.mark.parametrize("tag,expected", [
+    ("<nplora:a:b:hard>", {"hard": True}),
+    ("<nplora:a:b:hard=true>", {"hard": True}),
+    ("<nplora:a:b:hard=off>", {"hard": False}),
+    ("<nplora:a:b:method=DIRECT>", {"method": "direct"}),
+    ("<nplora:a:b:k=full>", {"k": None}),
+    ("<nplora:a:b:energy=0.9>", {"energy": 0.9}),
+    ("<nplora:a:b: mu = 2 >", {"mu": 2.0}),
+    ("<nplora:a:b:MU=2>", {"mu": 2.0}),
+])
+def test_argument_spellings(tag, expected):
+    assert parse_items(items(tag)).params == FuseParams(**expected)
+
+
+def test_defaults_fill_what_the_tag_leaves_out():
+    defaults = FuseParams(mu=1.5, k=8, scope="all")
+    assert parse_items(items("<nplora:a:b>"), defaults=defaults).params == defaults
+    assert parse_items(items("<nplora:a:b:mu=0.2>"), defaults=defaults).params == defaults.with_(mu=0.2)
+    assert parse_items(items("<nplora:a:b:k=full>"), defaults=defaults).params.k is None
+    # an energy cap in the tag replaces the default k instead of clashing with it
+    assert parse_items(items("<nplora:a:b:energy=0.5>"), defaults=defaults).params.k is None
+
+
+def test_tag_round_trip():
+    for p in (FuseParams(), FuseParams(mu=0.1, k=4, content_weight=0.5, scope="all"),
+              FuseParams(hard=True), FuseParams(method="direct", style_weight=2)):
+        r = FusionRequest("my subject", "style_v2", p)
+        back = parse_items(items(r.tag()))
+        assert (back.content, back.style, back.params) == (r.content, r.style, p)
+
+
+def test_infotext_round_trip():
+    for p in (FuseParams(mu=0.75, k=12), FuseParams(hard=True, scope="all"), FuseParams(method="direct")):
+        r = FusionRequest("c", "s", p)
+        back = from_infotext(r.infotext())
+        assert back is not None and back.params == p and (back.content, back.style) == ("c", "s")
+    assert from_infotext({"Steps": "20"}) is None
+    assert from_infotext({INFOTEXT["enabled"]: "True", INFOTEXT["content"]: "c", INFOTEXT["mu"]: "nan"}) is None
+
+
+def test_strip_tags_keeps_other_tags():
+    assert strip_tags("a <nplora:x:y> b <lora:z:1>") == "a  b <lora:z:1>"
+
+
+@pytest.mark.parametrize("tag,error,match", [
+    # names that are paths
+    ("<nplora:../../etc/passwd:b>", LoraNameError, "looks like a path"),
+    ("<nplora:..:b>", LoraNameError, "looks like a path"),
+    ("<nplora:a:sub/dir/style>", LoraNameError, "looks like a path"),
+    ("<nplora:a:sub\\style>", LoraNameError, "looks like a path"),
+    ("<nplora:a:C>", None, None),  # a one-letter name is fine (a drive needs "C:" which splits)
+    ("<nplora:a:\x00x>", LoraNameError, "looks like a path"),
+    ("<nplora: :b>", LoraNameError, "empty"),
+    ("<nplora:" + "x" * 256 + ":b>", LoraNameError, "longer than"),
+    # wrong number of names
+    ("<nplora:onlyone>", PromptTagError, "exactly two"),
+    ("<nplora:a:b:c>", PromptTagError, "exactly two"),
+    ("<nplora:mu=0.5:k=4>", PromptTagError, "exactly two"),
+    # numbers
+    ("<nplora:a:b:mu=nan>", PromptTagError, "finite"),
+    ("<nplora:a:b:mu=inf>", PromptTagError, "finite"),
+    ("<nplora:a:b:mu=-inf>", PromptTagError, "finite"),
+    ("<nplora:a:b:mu=1e400>", PromptTagError, "finite"),
+    ("<nplora:a:b:mu=-1>", ParameterError, "mu must be between"),
+    ("<nplora:a:b:mu=1e300>", ParameterError, "mu must be between"),
+    ("<nplora:a:b:mu=abc>", PromptTagError, "not a number"),
+    ("<nplora:a:b:k=0>", ParameterError, "k must be between"),
+    ("<nplora:a:b:k=-4>", ParameterError, "k must be between"),
+    ("<nplora:a:b:k=5000>", ParameterError, "k must be between"),
+    ("<nplora:a:b:k=99999999999999999999>", PromptTagError, "out of range"),
+    ("<nplora:a:b:k=2.5>", PromptTagError, "whole number"),
+    ("<nplora:a:b:k=٣>", PromptTagError, "whole number"),  # non-ASCII digits
+    ("<nplora:a:b:wc=1e9>", ParameterError, "content_weight"),
+    ("<nplora:a:b:ws=nan>", PromptTagError, "finite"),
+    ("<nplora:a:b:energy=2>", ParameterError, "energy"),
+    ("<nplora:a:b:k=4:energy=0.5>", ParameterError, "either k or energy"),
+    # missing or repeated arguments
+    ("<nplora:a:b:mu=>", PromptTagError, "not a number"),
+    ("<nplora:a:b:k=>", PromptTagError, "whole number"),
+    ("<nplora:a:b:=3>", PromptTagError, "unknown argument"),
+    ("<nplora:a:b:mu=1:mu=2>", PromptTagError, "given twice"),
+    ("<nplora:a:b:hard:hard>", PromptTagError, "given twice"),
+    ("<nplora:a:b:hard:hard=false>", PromptTagError, "given twice"),
+    ("<nplora:a:b:MU=1:mu=2>", PromptTagError, "given twice"),
+    # unknown or malformed arguments
+    ("<nplora:a:b:alpha=1>", PromptTagError, "unknown argument"),
+    ("<nplora:a:b:hard=maybe>", PromptTagError, "true or false"),
+    ("<nplora:a:b:scope=vae>", ParameterError, "scope"),
+    ("<nplora:a:b:method=ties>", ParameterError, "method"),
+    ("<nplora:a:b:mu=1=2>", PromptTagError, "not a number"),
+    # too long
+    ("<nplora:a:b" + ":mu=1" * 20 + ">", PromptTagError, "too long"),
+])
+def test_hostile_tags_are_refused_with_the_tag_named(tag, error, match):
+    if error is None:
+        parse_items(items(tag))
+        return
+    with pytest.raises(error, match=match) as info:
+        parse_items(items(tag))
+    if error is not LoraNameError:
+        assert "<nplora:" in str(info.value)  # the message names the tag
+
+
+def test_huge_item_is_refused_before_any_parsing():
+    with pytest.raises(PromptTagError, match="too long"):
+        parse_items(["a", "b", "mu=" + "9" * 10_000])

@@ -1,0 +1,142 @@
+"""Building the accordion and the Script's UI under the gradio of each host (4.40 here, 3.41 in
+.venv-gradio3), and restoring it from pasted infotext."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib_nplora.cache import Caches
+from lib_nplora.params import FuseParams
+from lib_nplora.webui import accordion
+from lib_nplora.webui.accordion import ARG_NAMES, UiValues
+from lib_nplora.webui.request import FusionRequest
+from lib_nplora.webui.script import Runtime, make_script_class, request_for_pass
+from lib_nplora.webui.service import FusionService
+from webui.standins.webui_modules import StandInOptions, standin_scripts_module, standin_ui_components
+
+gr = pytest.importorskip("gradio")
+pytestmark = pytest.mark.ui
+
+
+class ListRuntime(Runtime):
+    """A Runtime whose LoRA list is a plain list (no host needed to build the UI)."""
+
+    def __init__(self, names):
+        super().__init__(adapter=object(), service=FusionService(Caches()), opts=lambda: StandInOptions(),
+                         host_device=lambda: torch.device("cpu"), printer=lambda s: None)
+        self.names = list(names)
+        self.refreshed = 0
+
+    def lora_names(self):
+        return list(self.names)
+
+    def refresh(self):
+        self.refreshed += 1
+
+
+def paste(fields, params: dict) -> list:
+    """What the WebUI's paste does per field (infotext_utils.connect_paste): a callable's result or
+    the label's value, converted with the type of the component's current value; None = unchanged."""
+    out = []
+    for component, key in fields:
+        v = key(params) if callable(key) else params.get(key)
+        if v is None:
+            out.append(None)
+        elif isinstance(v, dict):  # gr.update(...)
+            out.append(v.get("value"))
+        else:
+            valtype = type(component.value)
+            if valtype is bool and v == "False":
+                out.append(False)
+            else:
+                try:
+                    out.append(valtype(v))
+                except Exception:
+                    out.append(None)
+    return out
+
+
+def build_script(rt, is_img2img=False):
+    Script = make_script_class(standin_scripts_module(), get_runtime=lambda: rt, gr=gr,
+                               ui_components=standin_ui_components(gr))
+    script = Script()
+    script.is_img2img = is_img2img
+    with gr.Blocks():
+        inputs = script.ui(is_img2img)
+    return script, inputs
+
+
+def test_script_ui_returns_the_inputs_in_argument_order():
+    rt = ListRuntime(["content", "style"])
+    script, inputs = build_script(rt)
+    assert script.title() == "NP-LoRA"
+    assert len(inputs) == len(ARG_NAMES) == 10
+    enabled, content, style, cw, sw, mu, hard, k, scope, method = inputs
+    assert isinstance(enabled, gr.Checkbox) and enabled.value is False
+    assert isinstance(content, gr.Dropdown) and isinstance(style, gr.Dropdown)
+    assert (cw.value, sw.value, mu.value, hard.value, k.value, scope.value, method.value) == (
+        1.0, 1.0, 0.5, False, "full", "unet", "nplora")
+    assert [c.elem_id for c in inputs][1] == "script_txt2img_nplora_content"
+    assert len(script.infotext_fields) == 10 and len(script.paste_field_names) == 10
+    # the defaults, as the hooks receive them, ask for nothing
+    ui = UiValues.from_args([c.value for c in inputs])
+    assert request_for_pass(ui, [], {}, FuseParams()) == (None, [])
+
+
+def test_img2img_ids_differ_from_txt2img():
+    rt = ListRuntime([])
+    _, t = build_script(rt, False)
+    _, i = build_script(rt, True)
+    assert {c.elem_id for c in t}.isdisjoint({c.elem_id for c in i})
+
+
+def test_settings_defaults_are_the_starting_values():
+    rt = ListRuntime([])
+    rt._opts = lambda: StandInOptions({"nplora_default_mu": 12.5, "nplora_default_k": 24, "nplora_project_te": True})
+    _, inputs = build_script(rt)
+    mu, k, scope = inputs[5], inputs[7], inputs[8]
+    assert (mu.value, k.value, scope.value) == (12.5, "24", "all")
+    assert mu.maximum >= 12.5 and "24" in [c[0] if isinstance(c, tuple) else c for c in k.choices]
+
+
+def test_refresh_rescans_and_offers_the_new_names():
+    rt = ListRuntime(["a"])
+    with gr.Blocks():
+        built = accordion.build(gr, standin_ui_components(gr), lambda s: "x_" + s, rt.lora_names, rt.refresh,
+                                FuseParams())
+    rt.names = ["a", "b"]
+    content_update, style_update = built.on_refresh()
+    assert rt.refreshed == 1
+    for update in (content_update, style_update):
+        choices = [c[0] if isinstance(c, (tuple, list)) else c for c in update["choices"]]
+        assert choices == ["a", "b"]
+
+
+@pytest.mark.parametrize("params", [FuseParams(mu=0.75, k=8, content_weight=0.6, style_weight=1.3),
+                                    FuseParams(hard=True, scope="all"), FuseParams(method="direct")])
+def test_pasted_infotext_restores_the_accordion(params):
+    rt = ListRuntime(["content", "style"])
+    script, inputs = build_script(rt)
+    request = FusionRequest("content", "style", params)
+    values = paste(script.infotext_fields, {"Steps": "20", **request.infotext()})
+    current = [c.value for c in inputs]
+    ui = UiValues.from_args([v if v is not None else cur for v, cur in zip(values, current)])
+    restored, _ = request_for_pass(ui, [], {}, FuseParams())
+    assert ui.enabled and (restored.content, restored.style) == ("content", "style")
+    if params.method == "nplora" and not params.hard:
+        assert restored.params == params
+    else:  # mu is not written for hard/direct: the accordion keeps its mu, the result is the same
+        assert restored.params.c == params.c and restored.params.method == params.method
+
+
+def test_pasting_an_image_without_np_lora_turns_it_off():
+    rt = ListRuntime([])
+    script, _ = build_script(rt)
+    values = paste(script.infotext_fields, {"Steps": "20", "Prompt": "a cat"})
+    assert values[0] is False and all(v is None for v in values[1:])
+
+
+def test_ui_values_tolerate_short_argument_lists():
+    assert UiValues.from_args([True, "c", "s"]) == UiValues(enabled=True, content="c", style="s")
+    assert UiValues.from_args(UiValues(mu=2.0).to_args()) == UiValues(mu=2.0)
