@@ -466,30 +466,15 @@ def register_callbacks(script_callbacks, get_runtime: Callable[[], Runtime] = ru
     script_callbacks.on_ui_settings(ui_settings)
     script_callbacks.on_model_loaded(model_loaded)
 
-    tab = _optional(".tab")  # issue #5: the NP-LoRA tab
-    if tab is not None:
-        def ui_tabs():
-            return [(tab.build_tab(get_runtime().context()), TITLE, "nplora_tab")]
+    from . import rest, tab
 
-        script_callbacks.on_ui_tabs(ui_tabs)
+    def ui_tabs():
+        return [(tab.build_tab(get_runtime().context()), TITLE, "nplora_tab")]
 
-    rest = _optional(".rest")  # issue #5: the REST API
-    if rest is not None:
-        def app_started(demo, app):
-            rest.register(app, get_runtime().context())
+    def app_started(demo, app):
+        rest.register(app, get_runtime().context())
 
-        script_callbacks.on_app_started(app_started)
+    script_callbacks.on_ui_tabs(ui_tabs)
+    script_callbacks.on_app_started(app_started)
 
 
-def _optional(name: str):
-    """A sibling module that may not exist yet; any other import failure is reported, not raised."""
-    full = __package__ + name
-    try:
-        return importlib.import_module(full)
-    except ModuleNotFoundError as e:
-        if e.name == full:
-            return None
-        traceback.print_exc()
-    except Exception:
-        traceback.print_exc()
-    return None

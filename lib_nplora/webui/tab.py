@@ -15,25 +15,11 @@ import traceback
 
 from ..errors import NpLoraError, ParameterError
 from ..params import FuseParams
+from .accordion import K_CHOICES, K_FULL, MU_MAX, WEIGHT_RANGE, parse_k
 from .chart import analysis_html
 from .context import HostContext
 from .request import FusionRequest
 from .service import default_output_name
-
-K_FULL = "full"
-K_CHOICES = [K_FULL, "1", "2", "4", "8", "16", "32", "64", "128"]
-MU_MAX = 10.0
-
-
-def parse_k(value) -> int | None:
-    """"full" / "" / 0 / None -> None (the style's full rank); else a whole number >= 1."""
-    text = "" if value is None else str(value).strip().lower()
-    if text in ("", K_FULL, "0"):
-        return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 9:
-        raise ParameterError(f"k must be 'full' or a whole number, got {str(value)[:40]!r}")
-    return int(text)
-
 
 def js_event(gr, name: str) -> dict:
     """Keyword that attaches a JavaScript function to an event on this gradio version."""
@@ -85,16 +71,16 @@ def build_tab(ctx: HostContext):
             refresh = gr.Button(value="\u21bb Refresh list", elem_id="nplora_tab_refresh", size="sm", scale=1,
                                 min_width=120)
         with gr.Row():
-            content_weight = gr.Slider(minimum=-2.0, maximum=2.0, step=0.05, value=1.0, label="Content weight",
+            content_weight = gr.Slider(minimum=WEIGHT_RANGE[0], maximum=WEIGHT_RANGE[1], step=0.05, value=1.0, label="Content weight",
                                        elem_id="nplora_tab_wc")
-            style_weight = gr.Slider(minimum=-2.0, maximum=2.0, step=0.05, value=1.0, label="Style weight",
+            style_weight = gr.Slider(minimum=WEIGHT_RANGE[0], maximum=WEIGHT_RANGE[1], step=0.05, value=1.0, label="Style weight",
                                      elem_id="nplora_tab_ws")
         with gr.Row():
             mu = gr.Slider(minimum=0.0, maximum=MU_MAX, step=0.05, value=min(d.mu, MU_MAX),
                            label="μ, soft projection (c = μ/(1+μ); 0 = plain merge)", elem_id="nplora_tab_mu",
                            scale=3)
             hard = gr.Checkbox(label="Hard projection (c = 1)", value=d.hard, elem_id="nplora_tab_hard", scale=1)
-            k = gr.Dropdown(label="Rank k (style directions removed)", choices=K_CHOICES,
+            k = gr.Dropdown(label="Rank k (style directions removed)", choices=list(K_CHOICES),
                             value=str(d.k) if d.k else K_FULL, allow_custom_value=True, elem_id="nplora_tab_k",
                             scale=2)
             scope = gr.Radio(label="Project", choices=["unet", "all"], value=d.scope, elem_id="nplora_tab_scope",

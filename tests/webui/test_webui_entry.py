@@ -67,23 +67,22 @@ def test_entry_file_defines_one_script_and_registers_callbacks(webui, monkeypatc
     assert "nplora_device" in webui.shared.opts.data_labels
 
 
-def test_tab_and_rest_are_registered_when_issue_5_has_landed(webui, monkeypatch):
-    calls = {}
-    tab = types.ModuleType("lib_nplora.webui.tab")
-    tab.build_tab = lambda ctx: calls.setdefault("tab", ctx) and "blocks"
-    rest = types.ModuleType("lib_nplora.webui.rest")
-    rest.register = lambda app, ctx: calls.setdefault("rest", (app, ctx))
-    monkeypatch.setitem(sys.modules, "lib_nplora.webui.tab", tab)
-    monkeypatch.setitem(sys.modules, "lib_nplora.webui.rest", rest)
+def test_tab_and_rest_are_registered(webui):
+    """The real tab builds over the runtime's context and the real routes land on the app."""
+    import gradio as gr
+    from fastapi import FastAPI
+
     callbacks = StandInScriptCallbacks()
     rt = NoHostRuntime()
     script_mod.register_callbacks(callbacks, get_runtime=lambda: rt)
     (ui_tabs,) = callbacks.callbacks["ui_tabs"]
-    ((_, title, elem_id),) = ui_tabs()
-    assert (title, elem_id) == ("NP-LoRA", "nplora_tab") and calls["tab"].host == "unknown"
+    ((blocks, title, elem_id),) = ui_tabs()
+    assert (title, elem_id) == ("NP-LoRA", "nplora_tab") and isinstance(blocks, gr.Blocks)
     (app_started,) = callbacks.callbacks["app_started"]
-    app_started("demo", "app")
-    assert calls["rest"][0] == "app"
+    app = FastAPI()
+    app_started(None, app)
+    paths = {r.path for r in app.routes}
+    assert {"/nplora/v1/fuse", "/nplora/v1/analyze", "/nplora/v1/status"} <= paths
 
 
 def test_model_loaded_callback_forgets_host_objects(webui):
