@@ -25,6 +25,10 @@ class LoraNameError(NpLoraError, ValueError):
     """A LoRA name that is not in the index, or that looks like a path."""
 
 
+class LoraNotFoundError(LoraNameError):
+    """A well-formed LoRA name that no file in the index has (the REST API answers 404)."""
+
+
 @dataclass(frozen=True)
 class LoraEntry:
     """One LoRA file known to the index.
@@ -79,7 +83,8 @@ class LoraIndex:
         """The entry for a file stem or alias.
 
         Raises:
-            LoraNameError: the name looks like a path, or no LoRA has that name (after one rescan).
+            LoraNameError: the name looks like a path; LoraNotFoundError (a LoraNameError): no
+                LoRA has that name (after one rescan).
         """
         name = check_name(name, f"{what} name")
         for attempt in range(2):
@@ -91,7 +96,7 @@ class LoraIndex:
                 return hit
             if attempt == 0:
                 self.refresh()
-        raise LoraNameError(f"no LoRA named {name!r} was found", module=None,
+        raise LoraNotFoundError(f"no LoRA named {name!r} was found", module=None,
                             hint=f"Check the {what} name in the Lora tab, or refresh the list")
 
     def names(self, arch: str | None = None) -> list[str]:
