@@ -4,8 +4,9 @@
 * ``POST /nplora/v1/analyze`` per-module and per-block overlap numbers as JSON;
 * ``GET  /nplora/v1/status``  version, host, LoRA count, cache use.
 
-Bodies are validated strictly (unknown fields, wrong types: 422); names resolve only through the
-host's LoRA index. Library errors become clear 4xx answers ``{"detail": message}``: 400 bad
+Bodies are validated strictly (unknown fields, wrong types: 422): numbers must be JSON numbers,
+flags JSON booleans, names JSON strings; nothing is coerced ("0.5" is not a number, 1 is not
+true). Names resolve only through the host's LoRA index. Library errors become clear 4xx answers ``{"detail": message}``: 400 bad
 parameters, names or file names; 404 unknown LoRA; 409 the file exists (send ``overwrite``);
 422 a LoRA file that cannot be fused (format, architecture, module types). Routes are plain
 functions, so FastAPI runs them on its thread pool; the fusion service is thread-safe.
@@ -15,9 +16,10 @@ Works with pydantic 1 (A1111, fastapi 0.94) and pydantic 2 (Forge, fastapi 0.104
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import pydantic
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
 from fastapi import FastAPI, HTTPException
 
 from .. import __version__
@@ -25,7 +27,7 @@ from ..errors import (ArchitectureError, FormatError, NpLoraError, OutputExistsE
                       UnsafeFileError, UnsupportedModuleError)
 from ..params import FuseParams
 from .context import HostContext
-from .index import LoraNameError
+from .index import LoraNameError, LoraNotFoundError
 from .request import FusionRequest, PromptTagError
 from .service import OutputNameError, default_output_name
 
@@ -41,23 +43,27 @@ class _Strict(pydantic.BaseModel):
             extra = "forbid"
 
 
+#: a JSON number (an integer or a float; never a string or a boolean)
+Number = Union[StrictInt, StrictFloat]
+
+
 class PairBody(_Strict):
-    content: str = pydantic.Field(..., max_length=255, description="content LoRA name (file stem or alias)")
-    style: str = pydantic.Field(..., max_length=255, description="style LoRA name (file stem or alias)")
-    mu: Optional[float] = pydantic.Field(None, description="soft projection strength, >= 0 (default from settings)")
-    hard: bool = False
+    content: StrictStr = pydantic.Field(..., max_length=255, description="content LoRA name (file stem or alias)")
+    style: StrictStr = pydantic.Field(..., max_length=255, description="style LoRA name (file stem or alias)")
+    mu: Optional[Number] = pydantic.Field(None, description="soft projection strength, >= 0 (default from settings)")
+    hard: StrictBool = False
     method: Literal["nplora", "direct"] = "nplora"
-    k: Optional[int] = pydantic.Field(None, description="style directions removed per module; null = full rank")
-    energy: Optional[float] = None
-    content_weight: float = 1.0
-    style_weight: float = 1.0
+    k: Optional[StrictInt] = pydantic.Field(None, description="style directions removed per module; null = full rank")
+    energy: Optional[Number] = pydantic.Field(None, description="beyond the paper: keep this share of style energy")
+    content_weight: Number = 1.0
+    style_weight: Number = 1.0
     scope: Optional[Literal["unet", "all"]] = None
 
 
 class FuseBody(PairBody):
-    name: Optional[str] = pydantic.Field(None, max_length=255,
-                                         description="file name in the LoRA folder, without folders")
-    overwrite: bool = False
+    name: Optional[StrictStr] = pydantic.Field(None, max_length=255,
+                                               description="file name in the LoRA folder, without folders")
+    overwrite: StrictBool = False
     dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
 
 
@@ -80,8 +86,10 @@ def http_error(e: Exception) -> HTTPException:
     """The HTTP answer for a library error."""
     if isinstance(e, OutputExistsError):
         return HTTPException(409, str(e))
+    if isinstance(e, LoraNotFoundError):
+        return HTTPException(404, str(e))
     if isinstance(e, LoraNameError):
-        return HTTPException(404 if "was found" in e.problem else 400, str(e))
+        return HTTPException(400, str(e))
     if isinstance(e, (ParameterError, OutputNameError, PromptTagError)):
         return HTTPException(400, str(e))
     if isinstance(e, (FormatError, ArchitectureError, UnsafeFileError, UnsupportedModuleError)):

@@ -78,6 +78,20 @@ def test_fuse_writes_a_file_with_metadata_and_refuses_to_overwrite(client):
     ({"content": "dog", "style": "ink", "bogus": 1}, 422, []),
     ({"content": "dog"}, 422, []),
     ({"content": "dog", "style": "ink", "scope": "vae"}, 422, []),
+    # strict types: nothing is coerced
+    ({"content": "dog", "style": "ink", "mu": "0.5"}, 422, ["mu"]),
+    ({"content": "dog", "style": "ink", "mu": True}, 422, ["mu"]),
+    ({"content": "dog", "style": "ink", "k": 4.0}, 422, ["k"]),
+    ({"content": "dog", "style": "ink", "k": "4"}, 422, ["k"]),
+    ({"content": "dog", "style": "ink", "k": True}, 422, ["k"]),
+    ({"content": "dog", "style": "ink", "hard": 1}, 422, ["hard"]),
+    ({"content": "dog", "style": "ink", "overwrite": "yes", "name": "x"}, 422, ["overwrite"]),
+    ({"content": 5, "style": "ink"}, 422, ["content"]),
+    ({"content": "dog", "style": ["ink"]}, 422, ["style"]),
+    ({"content": "dog", "style": "ink", "name": 7}, 422, ["name"]),
+    ({"content": "dog", "style": "ink", "style_weight": "1"}, 422, ["style_weight"]),
+    ({"content": "dog", "style": "ink", "mu": float("nan")}, 400, ["mu must be a finite number"]),
+    ({"content": "dog", "style": "ink", "energy": 0.9, "k": 4}, 400, ["either k or energy"]),
 ])
 def test_bad_requests_get_clear_4xx_and_write_nothing(client, body, status, words):
     c, folder = client
@@ -88,6 +102,14 @@ def test_bad_requests_get_clear_4xx_and_write_nothing(client, body, status, word
     for w in words:
         assert w in detail
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_integers_are_numbers(client):
+    c, folder = client
+    r = c.post("/nplora/v1/fuse", json={"content": "dog", "style": "ink", "mu": 2, "content_weight": 1,
+                                        "name": "ints"})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["metadata"]["nplora"])["mu"] == 2.0
 
 
 def test_analyze_returns_per_module_numbers(client):
