@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -76,12 +77,12 @@ def refuse_pickle(path: str | os.PathLike) -> None:
             "the file contains, so NP-LoRA only reads .safetensors", path=name, hint=CONVERT_HINT)
 
 
-def read_header(path: str | os.PathLike) -> Header:
-    """Read and validate the header of a .safetensors file."""
+@contextlib.contextmanager
+def _opened(path):
+    """The file opened for reading, with open() failures as FormatErrors naming it."""
     refuse_pickle(path)
     try:
-        with open(path, "rb") as f:
-            return _parse_header(f, path, os.fstat(f.fileno()).st_size)
+        f = open(path, "rb")
     except FileNotFoundError:
         raise FormatError("file not found", path=path,
                           hint="Check the name, or refresh the LoRA list") from None
@@ -89,6 +90,14 @@ def read_header(path: str | os.PathLike) -> Header:
         raise FormatError("is a folder, not a file", path=path) from None
     except PermissionError:
         raise FormatError("cannot be read (permission denied)", path=path) from None
+    with f:
+        yield f
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """Read and validate the header of a .safetensors file."""
+    with _opened(path) as f:
+        return _parse_header(f, path, os.fstat(f.fileno()).st_size)
 
 
 def _parse_header(f, path, size: int) -> Header:
@@ -161,20 +170,11 @@ def read_file(path: str | os.PathLike) -> tuple[Header, dict[str, torch.Tensor],
     Returns:
         (header, tensors, sha256 of the data section). Tensors are CPU views of one buffer.
     """
-    refuse_pickle(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            header = _parse_header(f, path, size)
-            buf = bytearray(size - header.data_offset)
-            got = f.readinto(buf)
-    except FileNotFoundError:
-        raise FormatError("file not found", path=path,
-                          hint="Check the name, or refresh the LoRA list") from None
-    except IsADirectoryError:
-        raise FormatError("is a folder, not a file", path=path) from None
-    except PermissionError:
-        raise FormatError("cannot be read (permission denied)", path=path) from None
+    with _opened(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        header = _parse_header(f, path, size)
+        buf = bytearray(size - header.data_offset)
+        got = f.readinto(buf)
     if got != len(buf):
         raise FormatError("changed while it was being read", path=path, hint="Try again")
     digest = hashlib.sha256(buf).hexdigest()
