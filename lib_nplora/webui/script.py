@@ -91,9 +91,7 @@ def request_for_pass(ui: UiValues, tag_items: list[list[str]], overrides: dict,
     if request is None:
         return None, notes
     if overrides:
-        changes = {xyz.OVERRIDES[a]: v for a, v in overrides.items() if xyz.OVERRIDES[a] is not None}
-        if "k" in changes:
-            changes["energy"] = None
+        changes = xyz.param_changes(overrides)
         try:
             params = request.params.with_(**changes)
         except ParameterError as e:

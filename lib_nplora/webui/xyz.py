@@ -47,8 +47,19 @@ def _setter(attr: str, convert: Callable):
     return apply
 
 
+#: what the rank-k axis stores for "full" (None would mean "no axis value": the tag's or the
+#: accordion's k would stay)
+FULL_RANK = "full"
+
+
 def _k_value(x):
-    """Axis value -> k (None = full rank); validated when the plot starts."""
+    """Axis value -> k (``FULL_RANK`` for full rank); validated when the plot starts."""
+    k = parse_k(x)
+    return FULL_RANK if k is None else k
+
+
+def _k_param(x):
+    """Axis value -> FuseParams' k (None = full rank)."""
     return parse_k(x)
 
 
@@ -78,7 +89,7 @@ def axis_specs(names: Callable[[], list[str]], check: Callable[[str, str], objec
         dict(label=LABEL_PREFIX + "mu", type=float, apply=_setter("nplora_mu", float),
              confirm=_confirm_params("mu", float)),
         dict(label=LABEL_PREFIX + "rank k", type=str, apply=_setter("nplora_k", _k_value),
-             confirm=_confirm_params("k", _k_value), choices=lambda: list(K_CHOICES)),
+             confirm=_confirm_params("k", _k_param), choices=lambda: list(K_CHOICES)),
         dict(label=LABEL_PREFIX + "content LoRA", type=str, apply=_setter("nplora_content", str),
              confirm=_confirm_names(check, "content"), choices=names),
         dict(label=LABEL_PREFIX + "style LoRA", type=str, apply=_setter("nplora_style", str),
@@ -108,5 +119,15 @@ def register(scripts_data, names: Callable[[], list[str]], check: Callable[[str,
 
 
 def overrides(p) -> dict:
-    """The NP-LoRA axis values set on a processing object (attribute -> value)."""
+    """The NP-LoRA axis values set on a processing object (attribute -> value; a rank-k axis'
+    "full" is ``FULL_RANK``)."""
     return {attr: getattr(p, attr) for attr in OVERRIDES if getattr(p, attr, None) is not None}
+
+
+def param_changes(overrides_: dict) -> dict:
+    """Axis values -> ``FuseParams.with_`` keyword arguments (a k axis also clears ``energy``)."""
+    changes = {OVERRIDES[a]: v for a, v in overrides_.items() if OVERRIDES[a] is not None}
+    if "k" in changes:
+        changes["k"] = None if changes["k"] == FULL_RANK else changes["k"]
+        changes["energy"] = None
+    return changes

@@ -84,6 +84,15 @@ def test_tag_wins_over_the_accordion_and_xyz_wins_over_both(rt):
     assert p.extra_generation_params[INFOTEXT["mu"]] == "0.5"
 
 
+def test_xyz_full_rank_cell_overrides_the_tags_k(rt):
+    from lib_nplora.webui import xyz
+
+    p_tag, _ = job(rt, "<nplora:content:style:k=2>")
+    p_full, _ = job(rt, "<nplora:content:style:k=2>", k=xyz.FULL_RANK)
+    assert p_tag.extra_generation_params[INFOTEXT["k"]] == "2"
+    assert INFOTEXT["k"] not in p_full.extra_generation_params  # full rank: no k written
+
+
 def test_xyz_axis_turns_np_lora_on_with_the_accordion_closed(rt):
     closed = UiValues(enabled=False, content="content", style="style")
     _, applied = job(rt, "", closed, mu=1.0)

@@ -110,8 +110,9 @@ def test_xyz_axes_set_the_cells_overrides():
     a["content LoRA"].apply(p, "content", ["content"])
     a["method"].apply(p, "direct", ["direct"])
     a["style weight"].apply(p, 0.5, [0.5])
-    assert xyz.overrides(p) == {"nplora_mu": 0.25, "nplora_content": "content", "nplora_method": "direct",
-                                "nplora_style_weight": 0.5}  # k "full" is None: the default
+    assert xyz.overrides(p) == {"nplora_mu": 0.25, "nplora_k": xyz.FULL_RANK, "nplora_content": "content",
+                                "nplora_method": "direct", "nplora_style_weight": 0.5}
+    assert xyz.param_changes(xyz.overrides(p))["k"] is None  # "full" overrides a tag's k with full rank
     a["rank k"].apply(p, "8", ["8"])
     assert xyz.overrides(p)["nplora_k"] == 8
     assert a["content LoRA"].choices() == ["content", "style"]
