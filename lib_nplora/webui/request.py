@@ -61,8 +61,17 @@ class FusionRequest:
         return replace(self, params=self.params.with_(**changes))
 
     def tag(self) -> str:
-        """The ``<nplora:…>`` tag that asks for exactly this (defaults left out)."""
+        """The ``<nplora:…>`` tag that asks for exactly this (defaults left out).
+
+        Raises:
+            PromptTagError: a name that a tag cannot carry (``:`` or ``>`` in it, an ``=``, or
+            the word ``hard``): it would parse back as something else.
+        """
         p, d = self.params, FuseParams()
+        for name in (self.content, self.style):
+            if any(ch in name for ch in ":>=") or name.strip().lower() == "hard":
+                raise PromptTagError(f"the LoRA name {name!r} cannot be written in a <{TAG}:…> tag",
+                                     hint="Rename the file (no ':', '>' or '='), or use the NP-LoRA accordion")
         items = [self.content, self.style]
         if p.method == "direct":
             items.append("method=direct")
@@ -161,6 +170,9 @@ def parse_items(items: list[str], tag: str | None = None, defaults: FuseParams |
             if "hard" in named:
                 raise PromptTagError(f"{tag}: hard is given twice")
             named["hard"] = "true"
+        elif ">" in item:  # the WebUIs' tag regex ends a tag at the first '>': no prompt tag has one
+            raise PromptTagError(f"{tag}: the LoRA name {item!r} has a '>', which ends a prompt tag",
+                                 hint="Rename the file, or use the NP-LoRA accordion")
         else:
             names.append(item)
     if len(names) != 2:

@@ -110,8 +110,12 @@ def register(app: FastAPI, ctx: HostContext) -> None:
         except NpLoraError as e:
             raise http_error(e) from None
         path = Path(saved.path)
+        try:
+            tag = request.tag()
+        except PromptTagError:  # saved all the same; a name no prompt tag can carry
+            tag = None
         return {"name": path.stem, "file": path.name, "sha256": saved.sha256, "tensors": saved.tensors,
-                "metadata": saved.metadata, "tag": request.tag()}
+                "metadata": saved.metadata, "tag": tag}
 
     def analyze(body: PairBody):
         try:

@@ -42,6 +42,14 @@ def test_status(client):
     assert set(body["cache"]) >= {"entries", "bytes", "max_bytes"}
 
 
+def test_fuse_of_a_name_no_tag_can_carry_saves_and_answers_tag_null(client):
+    c, folder = client
+    (folder / "ink.safetensors").rename(folder / "ink=v2.safetensors")
+    r = c.post("/nplora/v1/fuse", json={"content": "dog", "style": "ink=v2", "name": "dog in ink"})
+    assert r.status_code == 200, r.text
+    assert r.json()["tag"] is None and (folder / "dog in ink.safetensors").is_file()
+
+
 def test_fuse_writes_a_file_with_metadata_and_refuses_to_overwrite(client):
     c, folder = client
     r = c.post("/nplora/v1/fuse", json={"content": "dog", "style": "Ink Wash", "mu": 1.0, "k": 4,

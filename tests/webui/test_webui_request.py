@@ -58,6 +58,16 @@ def test_tag_round_trip():
         assert (back.content, back.style, back.params) == (r.content, r.style, p)
 
 
+@pytest.mark.parametrize("name", ["0>", ">", "a:b", "x=1", "hard", "Hard"])
+def test_a_name_no_tag_can_carry_is_refused_not_written_wrong(name):
+    """Found by the fuzz test: ['dog', '0>'] parsed, and its tag <nplora:dog:0>> read back as style '0'."""
+    with pytest.raises(PromptTagError, match="cannot be written"):
+        FusionRequest("dog", name, FuseParams()).tag()
+    if ">" in name:  # parsing refuses it too: a prompt tag ends at the first '>'
+        with pytest.raises(PromptTagError, match="ends a prompt tag"):
+            parse_items(["dog", name])
+
+
 def test_infotext_round_trip():
     for p in (FuseParams(mu=0.75, k=12), FuseParams(hard=True, scope="all"), FuseParams(method="direct")):
         r = FusionRequest("c", "s", p)
