@@ -28,6 +28,16 @@ def ui_args(enabled=True, content=C, style=S, cw=1.0, sw=1.0, mu=0.5, hard=False
     return {ALWAYSON: {"args": [enabled, content, style, cw, sw, mu, hard, k, scope, method]}}
 
 
+def keep_picture(image, name: str) -> None:
+    """Save an image under NPLORA_SCREENSHOTS (unset: nothing is written)."""
+    folder = os.environ.get("NPLORA_SCREENSHOTS")
+    if folder:
+        from PIL import Image
+
+        os.makedirs(folder, exist_ok=True)
+        Image.fromarray(image).save(os.path.join(folder, name))
+
+
 def diff(a, b) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
@@ -142,6 +152,7 @@ def test_xyz_mu_sweep_returns_a_grid(webui):
     images, result, _ = webui.txt2img(f"{PROMPT} {TAG}", script_name="x/y/z plot", script_args=args)
     grid, cells = images[0], images[1:]
     assert len(cells) == 3 and grid.shape[1] >= 3 * 64
+    keep_picture(grid, f"xyz-mu-sweep-{webui.host}.png")
     assert not np.array_equal(cells[0], cells[2])
     infotexts = result["infotexts"][1:]
     assert [("NP-LoRA mu: 0," in t, "NP-LoRA mu: 0.5" in t, "NP-LoRA mu: 4" in t) for t in infotexts] == [
