@@ -51,8 +51,12 @@ class LoraEntry:
         return arch is None or arch in self.arch_candidates
 
 
-def check_name(name: object, what: str = "LoRA name") -> str:
-    """Refuse anything that is not a plain name (paths, traversal, control characters)."""
+def check_name(name: object, what: str = "LoRA name", *, listed: bool = True) -> str:
+    """Refuse anything that is not a plain name (paths, traversal, control characters).
+
+    ``listed``: the name must be one of the LoRA list's (the path message says so); False for
+    the name of a file still to be written.
+    """
     if not isinstance(name, str):
         raise LoraNameError(f"the {what} must be text, got {type(name).__name__}")
     name = name.strip()
@@ -62,6 +66,8 @@ def check_name(name: object, what: str = "LoRA name") -> str:
         raise LoraNameError(f"the {what} is longer than {MAX_NAME} characters")
     if any(ch in name for ch in "/\\\0") or name in (".", "..") or ".." in name.split(os.sep) \
             or (len(name) > 1 and name[1] == ":") or any(ord(ch) < 32 for ch in name):
+        if not listed:
+            raise LoraNameError(f"the {what} {name!r} looks like a path", hint="Type a plain name, without folders")
         raise LoraNameError(f"the {what} {name!r} looks like a path; only names from the LoRA list are accepted",
                             hint="Use the LoRA's name as the Lora tab shows it, without folders")
     return name

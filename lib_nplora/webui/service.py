@@ -48,7 +48,7 @@ def output_path(index: LoraIndex, name: str) -> Path:
     if name.lower().endswith(".safetensors"):
         name = name[: -len(".safetensors")]
     try:
-        check_name(name, "file name")
+        check_name(name, "file name", listed=False)
     except LoraNameError as e:
         raise OutputNameError(e.problem, hint="Type a plain file name, without folders") from None
     if _BAD_CHARS.search(name) or name.startswith(".") or name.endswith((" ", ".")):

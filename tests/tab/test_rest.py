@@ -75,7 +75,7 @@ def test_fuse_writes_a_file_with_metadata_and_refuses_to_overwrite(client):
     ({"content": "dog", "style": "nope"}, 404, ["nope", "was found"]),
     ({"content": "../dog", "style": "ink"}, 400, ["looks like a path"]),
     ({"content": "/etc/passwd", "style": "ink"}, 400, ["looks like a path"]),
-    ({"content": "dog", "style": "ink", "name": "../escape"}, 400, ["file name"]),
+    ({"content": "dog", "style": "ink", "name": "../escape"}, 400, ["file name", "looks like a path", "without folders"]),
     ({"content": "dog", "style": "ink", "name": "/tmp/abs"}, 400, ["file name"]),
     ({"content": "dog", "style": "ink", "name": "   "}, 400, ["empty"]),
     ({"content": "dog", "style": "ink", "mu": -1}, 400, ["mu must be"]),
@@ -110,6 +110,13 @@ def test_bad_requests_get_clear_4xx_and_write_nothing(client, body, status, word
     for w in words:
         assert w in detail
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_a_path_as_file_name_is_not_told_to_pick_from_the_lora_list(client):
+    c, _ = client
+    r = c.post("/nplora/v1/fuse", json={"content": "dog", "style": "ink", "name": "sub/out"})
+    assert r.status_code == 400
+    assert "looks like a path" in r.json()["detail"] and "LoRA list" not in r.json()["detail"]
 
 
 def test_integers_are_numbers(client):
