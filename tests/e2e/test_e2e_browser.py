@@ -63,12 +63,13 @@ def set_prompt(pg, text: str) -> None:
 
 
 def generate_and_read_infotext(pg, previous: str | None = None) -> str:
+    # gradio 3.41 gives the HTML component's wrapper and its body the same id: read the innermost
     pg.click("#txt2img_generate")
     pg.wait_for_function(
-        "(prev) => { const e = document.querySelector('#html_info_txt2img');"
+        "(prev) => { const all = document.querySelectorAll('#html_info_txt2img'); const e = all[all.length - 1];"
         " return e && e.innerText.includes('Steps:') && e.innerText !== prev; }",
         arg=previous or "", timeout=600_000)
-    return pg.locator("#html_info_txt2img").inner_text()
+    return pg.locator("#html_info_txt2img").last.inner_text()
 
 
 def test_accordion_lists_the_loras_and_a_click_generation_uses_it(webui, page):
