@@ -32,7 +32,8 @@ def batches(names: Iterable[str], key: Callable[[str], Hashable], item_bytes: Ca
             yield k, members[i:i + size]
 
 
-def stack(tensors: list[torch.Tensor], device: torch.device | str | None) -> torch.Tensor:
-    """Stack equal-shaped tensors into one float32 batch on ``device``."""
-    out = torch.stack(tensors)
+def stack(tensors: list[torch.Tensor] | torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """Stack equal-shaped tensors into one float32 batch on ``device`` (a batch already stacked
+    is only moved and converted where needed)."""
+    out = tensors if isinstance(tensors, torch.Tensor) else torch.stack(tensors)
     return out.to(device=device, dtype=torch.float32, non_blocking=True)

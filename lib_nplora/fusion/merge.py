@@ -128,16 +128,55 @@ def weighted_passthrough(mod: LoraModule, weight: float, path: str) -> LoraModul
     return LoraModule(mod.name, mod.kind, None, tensors=tensors, source_keys=mod.source_keys)
 
 
-def balance(up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rescale each rank component so that its up column and down row have equal norms.
+Factors = "torch.Tensor | list[torch.Tensor]"
 
-    up (G, m, R), down (G, R, n) -> same shapes, same product; keeps fp16/bf16 output accurate.
+
+def _norms(x, dim: int) -> torch.Tensor:
+    """float32 vector norms of a (G, a, b) batch or of a list of G (a, b) tensors along ``dim``
+    (1 or 2 of the batch) -> (G, b or a)."""
+    if isinstance(x, torch.Tensor):
+        return torch.linalg.vector_norm(x, dim=dim, dtype=torch.float32)
+    return torch.stack([torch.linalg.vector_norm(t, dim=dim - 1, dtype=torch.float32) for t in x])
+
+
+def _write(dst: torch.Tensor, src, factor: torch.Tensor) -> None:
+    """dst = src * factor, src a (G, a, b) batch or a list of G (a, b) tensors (any float dtype,
+    multiplied in float32), factor broadcasting to (G, a, b)."""
+    if isinstance(src, torch.Tensor):
+        if dst.device == src.device:
+            torch.mul(src, factor, out=dst)
+        else:
+            dst.copy_(src * factor)
+        return
+    for i, t in enumerate(src):
+        torch.mul(t, factor[i], out=dst[i])
+
+
+def write_balanced(dst_up: torch.Tensor, dst_down: torch.Tensor, pieces: list[tuple]) -> None:
+    """Write scaled low-rank pieces side by side, each rank component balanced.
+
+    Args:
+        dst_up: (G, m, R) output up factors (any float dtype and device).
+        dst_down: (G, R, n) output down factors.
+        pieces: (up, scale (G,) float32, down) per piece, sum r_i = R; up is a (G, m, r_i)
+            float32 batch or a list of G (m, r_i) tensors on ``dst_up``'s device (then read in
+            their own dtype: no float32 copy), down likewise (G, r_i, n). Piece i fills rank
+            columns/rows sum_{j<i} r_j onwards with scale * up and down.
+
+    Each rank component's up column and down row get equal norms (the product is unchanged),
+    which keeps fp16/bf16 output accurate. Written straight into the destination: no
+    concatenated float32 copy of the result is made.
     """
-    nu = torch.linalg.vector_norm(up, dim=1)          # (G, R)
-    nd = torch.linalg.vector_norm(down, dim=2)        # (G, R)
-    ok = (nu > 0) & (nd > 0)
-    d = torch.where(ok, (nu / torch.where(ok, nd, torch.ones_like(nd))).sqrt(), torch.ones_like(nu))
-    return up / d[:, None, :], down * d[:, :, None]
+    offset = 0
+    for up, scale, down in pieces:
+        r = (up.shape[2] if isinstance(up, torch.Tensor) else up[0].shape[1])
+        nu = _norms(up, 1) * scale.abs()[:, None]   # (G, r)
+        nd = _norms(down, 2)                        # (G, r)
+        ok = (nu > 0) & (nd > 0)
+        d = torch.where(ok, (nu / torch.where(ok, nd, torch.ones_like(nd))).sqrt(), torch.ones_like(nu))
+        _write(dst_up[:, :, offset:offset + r], up, (scale[:, None] / d)[:, None, :])
+        _write(dst_down[:, offset:offset + r, :], down, d[:, :, None])
+        offset += r
 
 
 def _bias(*terms) -> torch.Tensor | None:
@@ -209,6 +248,16 @@ def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
     arena = torch.empty(total, dtype=dtype, device=out_device)
     offset, done = 0, 0
     cm, sm = content.modules, style.modules
+    math_device = torch.device(device) if device is not None else torch.device("cpu")
+    # Factors that the math does not change (style factors with a cached basis, content up
+    # factors, unprojected pairs, passthrough) go from the inputs straight into the output where
+    # inputs and output share the math device; elsewhere they are stacked in float32 there.
+    direct = arena.device == math_device
+
+    def factors(ts: list[torch.Tensor]):
+        if direct and all(t.device == math_device for t in ts):
+            return ts
+        return stack(ts, device)
     for origin, chunk, (m, n_in, rank) in jobs:
         g = len(chunk)
         dst_up = arena[offset:offset + g * m * rank].view(g, m, rank)
@@ -217,33 +266,28 @@ def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         offset += g * rank * n_in
         if origin == "fused":
             projected = chunk[0] in plan.projected
-            b_s = stack([sm[n].factors.up for n in chunk], device)
-            a_s = stack([sm[n].factors.down for n in chunk], device)
-            b_c = stack([cm[n].factors.up for n in chunk], device)
-            a_c = stack([cm[n].factors.down for n in chunk], device)
+            b_s, a_s = factors([sm[n].factors.up for n in chunk]), factors([sm[n].factors.down for n in chunk])
+            b_c, a_c = factors([cm[n].factors.up for n in chunk]), factors([cm[n].factors.down for n in chunk])
             if projected:
                 if all(n in known for n in chunk):
-                    v = torch.stack([known[n].v for n in chunk]).to(a_c.device)
+                    v = torch.stack([known[n].v for n in chunk]).to(math_device)
                     ks = [known[n].k for n in chunk]
                 else:
+                    b_s, a_s = stack(b_s, device), stack(a_s, device)
                     v, sv, rank_t, kept = linalg.style_basis(b_s, a_s, params.k, params.energy)
                     ks, ranks = kept.tolist(), rank_t.tolist()
                     if cache is not None:
                         new_bases.update({n: ModuleBasis(v[i], sv[i], ranks[i], ks[i]) for i, n in enumerate(chunk)})
-                a_c = linalg.project_out(a_c, v, c)
-            s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=b_s.device)
-            s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=b_s.device)
-            up = torch.cat([b_s * s_s[:, None, None], b_c * s_c[:, None, None]], dim=2)
-            down = torch.cat([a_s, a_c], dim=1)
+                a_c = linalg.project_out(stack(a_c, device), v, c)
+            s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=math_device)
+            s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=math_device)
+            write_balanced(dst_up, dst_down, [(b_s, s_s, a_s), (b_c, s_c, a_c)])
         else:
             lora, w = (content, wc) if origin == "content" else (style, ws)
             mods = lora.modules
-            up = stack([mods[n].factors.up for n in chunk], device)
-            down = stack([mods[n].factors.down for n in chunk], device)
-            up = up * torch.tensor([w * mods[n].factors.scale for n in chunk], device=up.device)[:, None, None]
-        up, down = balance(up, down)
-        dst_up.copy_(up)
-        dst_down.copy_(down)
+            up, down = factors([mods[n].factors.up for n in chunk]), factors([mods[n].factors.down for n in chunk])
+            scale = torch.tensor([w * mods[n].factors.scale for n in chunk], device=math_device)
+            write_balanced(dst_up, dst_down, [(up, scale, down)])
         for i, n in enumerate(chunk):
             if origin == "fused":
                 bias = _bias((ws, sm[n].factors.bias), (wc, cm[n].factors.bias))
