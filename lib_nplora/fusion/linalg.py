@@ -14,7 +14,21 @@ QR runs in float32; the tiny r x r core is decomposed in float64 for accuracy.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+
+@contextlib.contextmanager
+def float32_math():
+    """Turn off any autocast the caller runs under (A1111's FP8 mode samples under CPU autocast
+    to bfloat16; a UI under CUDA autocast): NP-LoRA's math stays float32, and fp16 inputs stay
+    legal (CPU autocast rejects them in some ops)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        yield
 
 EPS32 = torch.finfo(torch.float32).eps
 

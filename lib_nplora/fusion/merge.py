@@ -218,6 +218,16 @@ def _jobs(plan: FusionPlan, content: LoraSet, style: LoraSet):
 def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
          dtype: torch.dtype = torch.float16, out_device="cpu", cache: BasisStore | None = None,
          progress: Progress | None = None) -> FusedLora:
+    """Fuse a content and a style LoRA (see the module docstring and ``_fuse``); float32 math
+    even when the caller runs under autocast."""
+    with linalg.float32_math():
+        return _fuse(content, style, params, device=device, dtype=dtype, out_device=out_device, cache=cache,
+                     progress=progress)
+
+
+def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
+         dtype: torch.dtype = torch.float16, out_device="cpu", cache: BasisStore | None = None,
+         progress: Progress | None = None) -> FusedLora:
     """Fuse a content and a style LoRA (see the module docstring).
 
     Args:

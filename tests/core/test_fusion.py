@@ -46,6 +46,18 @@ def test_mu_zero_is_the_direct_merge_exactly(tmp_path):
         assert a.modules[n].c == 0
 
 
+def test_caller_autocast_does_not_change_the_float32_math(tmp_path):
+    """A1111's FP8 mode runs the generation hook under CPU autocast to bfloat16 (which also
+    rejects fp16 inputs in some ops): the fusion is the same as outside it."""
+    c, s = _pair(tmp_path, "sd1", SD1_ROWS)
+    C, S = load_pair(c.path, s.path)
+    plain = fuse(C, S, FuseParams(), dtype=torch.float16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = fuse(C, S, FuseParams(), dtype=torch.float16)
+    for n, m in plain.modules.items():
+        assert torch.equal(m.up, under.modules[n].up) and torch.equal(m.down, under.modules[n].down)
+
+
 @pytest.mark.parametrize("mu", [0.5, 1.0, 10.0, "hard"])
 def test_content_in_style_subspace_is_scaled_by_one_over_one_plus_mu(tmp_path, mu):
     c, s = _pair(tmp_path, "sd1", SD1_ROWS)

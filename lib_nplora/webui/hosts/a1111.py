@@ -30,6 +30,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 
 import torch
 
@@ -122,7 +123,8 @@ def module_class(network_module) -> type:
 
         def calc_updown(self, orig_weight):
             device = orig_weight.device
-            updown = self.up.to(device, torch.float32) @ self.down.to(device, torch.float32)
+            with torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext():
+                updown = self.up.to(device, torch.float32) @ self.down.to(device, torch.float32)
             updown = updown.reshape(orig_weight.shape)
             if orig_weight.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
                 updown = updown.to(orig_weight.dtype)
