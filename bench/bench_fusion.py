@@ -16,7 +16,7 @@ fp16 factors) at ranks 8, 32 and 128 it measures:
                with its defaults (full_matrices=True), as the peers do; the figure with reduced
                SVDs (full_matrices=False, kinder to the baseline) is reported too.
 
-Run (about 10 minutes on 2 CPU cores):
+Run (about 45 minutes on 2 CPU cores, most of it the dense reference for FLUX):
     .venv/bin/python bench/bench_fusion.py                   # everything, prints a Markdown table
     .venv/bin/python bench/bench_fusion.py --arch sdxl --rank 32 --device cuda
 Timings are medians of repeated runs; nothing here is asserted by the tests.
