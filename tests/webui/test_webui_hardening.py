@@ -26,19 +26,8 @@ from lib_nplora.webui.script import Runtime
 from lib_nplora.webui.service import FusionService
 from webui.standins import forge_backend as fb
 from webui.standins.a1111_lora import StandInNetworks, StandInSdModel, network, snapshot
-from webui.standins.webui_modules import StandInOptions, StandInProcessing, standin_parse_prompt
-
-
-class StandInDevices:
-    fp8 = False
-
-
-class StandInShared:
-    """``modules.shared`` as far as the adapter reads it (``sd_model``, ``opts``)."""
-
-    def __init__(self, sd_model):
-        self.sd_model = sd_model
-        self.opts = StandInOptions()
+from webui.standins.webui_modules import (StandInDevices, StandInOptions, StandInProcessing, StandInShared,
+                                          standin_parse_prompt)
 
 
 def _sd1_model(networks):
@@ -267,15 +256,21 @@ class P:
         self.sd_model = sd_model
 
 
-def test_forge_checkpoint_switch_to_flux_drops_patches_of_the_old_model(tmp_path):
-    make_lora(tmp_path / "content.safetensors", "sdxl", XL_UNET, rank=4, seed=1)
-    make_lora(tmp_path / "style.safetensors", "sdxl", XL_UNET, rank=4, seed=2)
-    make_lora(tmp_path / "flux_content.safetensors", "flux", FLUX_ROWS, rank=4, seed=3)
-    make_lora(tmp_path / "flux_style.safetensors", "flux", FLUX_ROWS, rank=4, seed=4)
-    networks = StandInNetworks(tmp_path)
+def forge_setup(folder, flux=False):
+    """The Forge adapter over SDXL content/style LoRAs (and FLUX ones) in ``folder``, and a service."""
+    make_lora(folder / "content.safetensors", "sdxl", XL_UNET, rank=4, seed=1)
+    make_lora(folder / "style.safetensors", "sdxl", XL_UNET, rank=4, seed=2)
+    if flux:
+        make_lora(folder / "flux_content.safetensors", "flux", FLUX_ROWS, rank=4, seed=3)
+        make_lora(folder / "flux_style.safetensors", "flux", FLUX_ROWS, rank=4, seed=4)
+    networks = StandInNetworks(folder)
     networks.list_available_networks()
-    adapter = forge_host.Adapter(networks, lora_backend=fb, dynamic_args={"online_lora": False}, lora_dir=tmp_path)
-    service = FusionService(Caches())
+    adapter = forge_host.Adapter(networks, lora_backend=fb, dynamic_args={"online_lora": False}, lora_dir=folder)
+    return adapter, FusionService(Caches())
+
+
+def test_forge_checkpoint_switch_to_flux_drops_patches_of_the_old_model(tmp_path):
+    adapter, service = forge_setup(tmp_path, flux=True)
 
     def fuse(content, style, arch):
         return service.fuse(adapter.index(), FusionRequest(content, style), device="cpu", dtype=torch.float32,
@@ -306,12 +301,7 @@ def test_forge_checkpoint_switch_to_flux_drops_patches_of_the_old_model(tmp_path
 
 
 def test_forge_hundred_enable_disable_cycles_leave_the_weights_bit_exact(tmp_path):
-    make_lora(tmp_path / "content.safetensors", "sdxl", XL_UNET, rank=4, seed=1)
-    make_lora(tmp_path / "style.safetensors", "sdxl", XL_UNET, rank=4, seed=2)
-    networks = StandInNetworks(tmp_path)
-    networks.list_available_networks()
-    adapter = forge_host.Adapter(networks, lora_backend=fb, dynamic_args={"online_lora": False}, lora_dir=tmp_path)
-    service = FusionService(Caches())
+    adapter, service = forge_setup(tmp_path)
     sd = fb.StandInForgeModel(XL_UNET, [])
     before = sd.weights()
     for i in range(100):

@@ -15,17 +15,8 @@ from lib_nplora.webui.request import INFOTEXT, FusionRequest
 from lib_nplora.webui.script import Runtime
 from lib_nplora.webui.service import FusionService
 from webui.standins.a1111_lora import StandInNetwork, StandInNetworks, StandInSdModel, network, snapshot
-from webui.standins.webui_modules import StandInOptions, StandInProcessing, standin_parse_prompt
-
-
-class StandInDevices:
-    fp8 = False
-
-
-class StandInShared:
-    def __init__(self, sd_model):
-        self.sd_model = sd_model
-        self.opts = StandInOptions()
+from webui.standins.webui_modules import (StandInDevices, StandInOptions, StandInProcessing, StandInShared,
+                                          standin_parse_prompt)
 
 
 @pytest.fixture

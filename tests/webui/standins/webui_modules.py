@@ -270,3 +270,20 @@ class StandInProcessing:
 
     def comment(self, text):
         self.comments[text] = 1
+
+
+# ---------------------------------------------------------------------------- modules.devices / shared
+
+
+class StandInDevices:
+    """``modules.devices`` as the A1111 adapter reads it (``fp8``: FP8 weight storage is on)."""
+
+    fp8 = False
+
+
+class StandInShared:
+    """``modules.shared`` as the A1111 adapter reads it (``sd_model``, ``opts``)."""
+
+    def __init__(self, sd_model):
+        self.sd_model = sd_model
+        self.opts = StandInOptions()
