@@ -128,9 +128,6 @@ def weighted_passthrough(mod: LoraModule, weight: float, path: str) -> LoraModul
     return LoraModule(mod.name, mod.kind, None, tensors=tensors, source_keys=mod.source_keys)
 
 
-Factors = "torch.Tensor | list[torch.Tensor]"
-
-
 def _norms(x, dim: int) -> torch.Tensor:
     """float32 vector norms of a (G, a, b) batch or of a list of G (a, b) tensors along ``dim``
     (1 or 2 of the batch) -> (G, b or a)."""

@@ -58,11 +58,6 @@ def _k_value(x):
     return FULL_RANK if k is None else k
 
 
-def _k_param(x):
-    """Axis value -> FuseParams' k (None = full rank)."""
-    return parse_k(x)
-
-
 def _confirm_params(field: str, convert: Callable):
     def confirm(p, xs):
         for x in xs:
@@ -89,7 +84,7 @@ def axis_specs(names: Callable[[], list[str]], check: Callable[[str, str], objec
         dict(label=LABEL_PREFIX + "mu", type=float, apply=_setter("nplora_mu", float),
              confirm=_confirm_params("mu", float)),
         dict(label=LABEL_PREFIX + "rank k", type=str, apply=_setter("nplora_k", _k_value),
-             confirm=_confirm_params("k", _k_param), choices=lambda: list(K_CHOICES)),
+             confirm=_confirm_params("k", parse_k), choices=lambda: list(K_CHOICES)),
         dict(label=LABEL_PREFIX + "content LoRA", type=str, apply=_setter("nplora_content", str),
              confirm=_confirm_names(check, "content"), choices=names),
         dict(label=LABEL_PREFIX + "style LoRA", type=str, apply=_setter("nplora_style", str),

@@ -30,12 +30,12 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
 
 import torch
 
 from ...arch import flat
 from ...fused import FusedLora
+from ...fusion.linalg import float32_math
 from . import Applied, HostAdapter, HostError
 
 MAX_CACHED_NETWORKS = 4
@@ -123,7 +123,7 @@ def module_class(network_module) -> type:
 
         def calc_updown(self, orig_weight):
             device = orig_weight.device
-            with torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext():
+            with float32_math():  # A1111's FP8 mode runs forwards under bfloat16 autocast
                 updown = self.up.to(device, torch.float32) @ self.down.to(device, torch.float32)
             updown = updown.reshape(orig_weight.shape)
             if orig_weight.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
