@@ -196,7 +196,7 @@ def cmd_analyze(ns) -> int:
 
 
 def cmd_serve(ns) -> int:
-    from .webui.standalone import serve
+    from .app.standalone import serve
 
     serve(ns.lora_dir, ns.host, ns.port)
     return 0

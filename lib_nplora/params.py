@@ -24,6 +24,33 @@ MAX_MU = 1e6
 MAX_WEIGHT = 100.0
 MAX_K = 4096
 
+K_FULL = "full"
+K_CHOICES = (K_FULL, "1", "2", "4", "8", "16", "32", "64", "128")
+MU_MAX = 10.0
+WEIGHT_RANGE = (-2.0, 2.0)
+
+
+def parse_k(value) -> int | None:
+    """The k selector's value: "full" / "" / 0 / None -> None (full rank), else a whole number.
+
+    Raises:
+        ParameterError: anything else (names the value).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ParameterError(f"k must be 'full' or a whole number, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value != value or (isinstance(value, float) and not value.is_integer()):
+            raise ParameterError(f"k must be 'full' or a whole number, got {value!r}")
+        return int(value) or None
+    text = str(value).strip().lower()
+    if text in ("", K_FULL, "0"):
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise ParameterError(f"k must be 'full' or a whole number, got {str(value)[:40]!r}")
+    return int(text)
+
 
 def _finite(name: str, value: float) -> float:
     try:

@@ -1,11 +1,6 @@
-"""The WebUI extension and the NP-LoRA tab, as a thin layer over the library.
+"""The A1111 / Forge extension: only the code that imports a WebUI (``modules.*``, gradio).
 
-Modules that import nothing of a WebUI (importable and testable anywhere):
-
-* ``index``   — the LoRA list; names resolve only through it, never as paths;
-* ``request`` — the ``<nplora:…>`` prompt tag, infotext labels, ``FusionRequest``;
-* ``service`` — fuse / analyze / save by name, through the byte-bounded caches.
-
-Modules that need a WebUI (``modules.*``) or gradio are imported only by the entry script
-``scripts/nplora.py`` or by the standalone server.
+The entry script ``scripts/nplora.py`` loads ``script``; it builds the accordion, X/Y/Z axes and
+settings, and applies fused LoRAs through ``hosts/`` (one adapter per WebUI LoRA stack). Everything
+host-agnostic (LoRA index, requests, fusion service, REST routes, tab) is in ``lib_nplora.app``.
 """

@@ -14,40 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from ..errors import ParameterError
-from ..params import FuseParams
-from .request import INFOTEXT
+from ..params import K_CHOICES, K_FULL, MU_MAX, WEIGHT_RANGE, FuseParams, parse_k  # noqa: F401
+from ..app.request import INFOTEXT
 
 #: the order of the Script's arguments (ui() return order)
 ARG_NAMES = ("enabled", "content", "style", "content_weight", "style_weight", "mu", "hard", "k",
              "scope", "method")
 
-K_FULL = "full"
-K_CHOICES = (K_FULL, "1", "2", "4", "8", "16", "32", "64", "128")
-MU_MAX = 10.0
-WEIGHT_RANGE = (-2.0, 2.0)
 REFRESH_SYMBOL = "\U0001f504"  # 🔄, as the WebUIs' own refresh buttons
-
-
-def parse_k(value) -> int | None:
-    """The k selector's value: "full" / "" / 0 / None -> None (full rank), else a whole number.
-
-    Raises:
-        ParameterError: anything else (names the value).
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ParameterError(f"k must be 'full' or a whole number, got {value!r}")
-    if isinstance(value, (int, float)):
-        if value != value or (isinstance(value, float) and not value.is_integer()):
-            raise ParameterError(f"k must be 'full' or a whole number, got {value!r}")
-        return int(value) or None
-    text = str(value).strip().lower()
-    if text in ("", K_FULL, "0"):
-        return None
-    if not text.isascii() or not text.isdigit() or len(text) > 9:
-        raise ParameterError(f"k must be 'full' or a whole number, got {str(value)[:40]!r}")
-    return int(text)
 
 
 @dataclass(frozen=True)

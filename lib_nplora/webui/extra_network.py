@@ -11,7 +11,7 @@ Registration must happen in ``on_before_ui``: the registry is cleared after scri
 
 from __future__ import annotations
 
-from .request import TAG
+from ..app.request import TAG
 
 
 def make_extra_network(extra_networks):

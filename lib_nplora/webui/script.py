@@ -38,11 +38,11 @@ from ..fused import FusedLora
 from ..params import FuseParams
 from . import accordion, settings as settings_mod, xyz
 from .accordion import UiValues, parse_k
-from .context import HostContext
+from ..app.context import HostContext
 from .hosts import Applied, HostAdapter, HostError
-from .index import LoraEntry, LoraIndex, LoraNameError
-from .request import INFOTEXT, TAG, FusionRequest, parse_items
-from .service import FusionService
+from ..app.index import LoraEntry, LoraIndex, LoraNameError
+from ..app.request import INFOTEXT, TAG, FusionRequest, parse_items
+from ..app.service import FusionService
 
 TITLE = "NP-LoRA"
 LOG_PREFIX = "[NP-LoRA]"
@@ -464,7 +464,7 @@ def register_callbacks(script_callbacks, get_runtime: Callable[[], Runtime] = ru
     script_callbacks.on_ui_settings(ui_settings)
     script_callbacks.on_model_loaded(model_loaded)
 
-    from . import rest, tab
+    from ..app import rest, tab
 
     def ui_tabs():
         return [(tab.build_tab(get_runtime().context()), TITLE, "nplora_tab")]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from ..params import FuseParams
 from .accordion import K_CHOICES, parse_k
-from .index import check_name
+from ..app.index import check_name
 
 LABEL_PREFIX = "[NP-LoRA] "
 XYZ_MODULE_NAMES = ("xyz_grid.py", "scripts.xyz_grid", "xyz_grid")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib_nplora.errors import NpLoraError
-from lib_nplora.webui.request import FusionRequest, find_tags, parse_items, strip_tags
+from lib_nplora.app.request import FusionRequest, find_tags, parse_items, strip_tags
 
 WORDS = st.sampled_from(["dog", "ink", "..", "../x", "/etc/passwd", "C:\\x", "a/b", "", " ", "hard", "mu", "k",
                          "mu=0.5", "mu=-1", "mu=nan", "mu=inf", "mu=1e309", "k=0", "k=-4", "k=99999999999",

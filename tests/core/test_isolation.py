@@ -11,7 +11,7 @@ def test_core_imports_nothing_of_a_webui():
     code = (
         "import sys\n"
         "import lib_nplora, lib_nplora.api, lib_nplora.cli, lib_nplora.cache, lib_nplora.analysis\n"
-        "import lib_nplora.webui.index, lib_nplora.webui.request, lib_nplora.webui.service, lib_nplora.webui.context\n"
+        "import lib_nplora.app.index, lib_nplora.app.request, lib_nplora.app.service, lib_nplora.app.context\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'modules', 'fastapi', 'modules_forge',"
         " 'backend', 'ldm_patched', 'networks', 'network', 'launch'))\n"
         "print(bad)\n")

@@ -14,9 +14,9 @@ from lib_nplora.cache import Caches
 from lib_nplora.errors import OutputExistsError
 from lib_nplora.formats.reader import load_lora
 from lib_nplora.params import FuseParams
-from lib_nplora.webui.index import DirectoryIndex
-from lib_nplora.webui.request import FusionRequest
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.index import DirectoryIndex
+from lib_nplora.app.request import FusionRequest
+from lib_nplora.app.service import FusionService
 
 
 def _rss() -> int:

@@ -11,10 +11,10 @@ from safetensors import safe_open
 import lora_factory as F
 from lib_nplora.cache import Caches
 from lib_nplora.formats.reader import load_lora
-from lib_nplora.webui.context import HostContext
-from lib_nplora.webui.index import DirectoryIndex
-from lib_nplora.webui.rest import register
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.context import HostContext
+from lib_nplora.app.index import DirectoryIndex
+from lib_nplora.app.rest import register
+from lib_nplora.app.service import FusionService
 
 pytestmark = pytest.mark.ui  # also runs under gradio 3.41.2's stack (fastapi 0.94, pydantic 1)
 

@@ -5,9 +5,9 @@ import torch
 
 import lora_factory as F
 from lib_nplora.cache import Caches
-from lib_nplora.webui.context import HostContext
-from lib_nplora.webui.index import DirectoryIndex
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.context import HostContext
+from lib_nplora.app.index import DirectoryIndex
+from lib_nplora.app.service import FusionService
 
 pytestmark = pytest.mark.ui
 
@@ -29,7 +29,7 @@ def folder(tmp_path):
 def test_tab_builds_and_lists_the_loras_that_fit_the_model(folder):
     import gradio as gr
 
-    from lib_nplora.webui.tab import build_tab
+    from lib_nplora.app.tab import build_tab
 
     ctx = HostContext("standalone", index=lambda: DirectoryIndex(folder), service=FusionService(Caches()),
                       model_arch=lambda: "sd1")
@@ -43,7 +43,7 @@ def test_tab_builds_and_lists_the_loras_that_fit_the_model(folder):
 def test_standalone_app_serves_status_and_page(folder):
     from fastapi.testclient import TestClient
 
-    from lib_nplora.webui.standalone import create_app
+    from lib_nplora.app.standalone import create_app
 
     app, _ = create_app(folder)
     client = TestClient(app)

@@ -21,9 +21,9 @@ from lib_nplora.webui import xyz
 from lib_nplora.webui.accordion import UiValues
 from lib_nplora.webui.hosts import forge as forge_host
 from lib_nplora.webui.hosts.a1111 import Adapter
-from lib_nplora.webui.request import INFOTEXT, FusionRequest
+from lib_nplora.app.request import INFOTEXT, FusionRequest
 from lib_nplora.webui.script import Runtime
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.service import FusionService
 from webui.standins import forge_backend as fb
 from webui.standins.a1111_lora import StandInNetworks, StandInSdModel, network, snapshot
 from webui.standins.webui_modules import (StandInDevices, StandInOptions, StandInProcessing, StandInShared,

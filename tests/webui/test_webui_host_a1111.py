@@ -12,8 +12,8 @@ from webui_loras import make_lora, sd1_te_rows, sd1_unet_rows
 from lib_nplora.params import FuseParams
 from lib_nplora.webui.hosts import HostError
 from lib_nplora.webui.hosts.a1111 import Adapter, layer_name
-from lib_nplora.webui.request import FusionRequest
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.request import FusionRequest
+from lib_nplora.app.service import FusionService
 from lib_nplora.cache import Caches
 from webui.standins.a1111_lora import (StandInNetwork, StandInNetworkOnDisk, StandInNetworks, StandInSdModel,
                                        network, snapshot)

@@ -15,8 +15,8 @@ from lib_nplora.params import FuseParams
 from lib_nplora.webui.hosts import HostError
 from lib_nplora.webui.hosts import forge as forge_host
 from lib_nplora.webui.hosts import forge_ldm as forge_ldm_host
-from lib_nplora.webui.request import FusionRequest
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.request import FusionRequest
+from lib_nplora.app.service import FusionService
 from webui.standins import forge_backend as fb
 from webui.standins.a1111_lora import StandInNetworks
 

@@ -8,7 +8,7 @@ import pytest
 
 from lib_nplora.webui import hosts
 from lib_nplora.webui.hosts import HostError, HostLoraIndex, detect, model_arch
-from lib_nplora.webui.index import LoraNameError
+from lib_nplora.app.index import LoraNameError
 from webui.standins.a1111_lora import StandInNetworkOnDisk, StandInNetworks
 
 

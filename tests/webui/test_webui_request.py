@@ -6,8 +6,8 @@ import pytest
 
 from lib_nplora.errors import ParameterError
 from lib_nplora.params import FuseParams
-from lib_nplora.webui.index import LoraNameError
-from lib_nplora.webui.request import (INFOTEXT, FusionRequest, PromptTagError, find_tags, from_infotext,
+from lib_nplora.app.index import LoraNameError
+from lib_nplora.app.request import (INFOTEXT, FusionRequest, PromptTagError, find_tags, from_infotext,
                                       parse_items, strip_tags)
 
 

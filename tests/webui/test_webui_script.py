@@ -11,9 +11,9 @@ from lib_nplora.cache import Caches
 from lib_nplora.webui import script as script_mod
 from lib_nplora.webui.accordion import UiValues
 from lib_nplora.webui.hosts.a1111 import Adapter
-from lib_nplora.webui.request import INFOTEXT, FusionRequest
+from lib_nplora.app.request import INFOTEXT, FusionRequest
 from lib_nplora.webui.script import Runtime
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.service import FusionService
 from webui.standins.a1111_lora import StandInNetwork, StandInNetworks, StandInSdModel, network, snapshot
 from webui.standins.webui_modules import (StandInDevices, StandInOptions, StandInProcessing, StandInShared,
                                           standin_parse_prompt)

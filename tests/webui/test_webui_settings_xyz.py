@@ -9,7 +9,7 @@ import torch
 from lib_nplora.errors import ParameterError
 from lib_nplora.params import FuseParams
 from lib_nplora.webui import extra_network, settings, xyz
-from lib_nplora.webui.index import LoraNameError
+from lib_nplora.app.index import LoraNameError
 from webui.standins.webui_modules import (StandInOptions, standin_extra_networks_module, standin_shared_module,
                                           standin_xyz_module, standin_xyz_scripts_data)
 

@@ -10,9 +10,9 @@ from lib_nplora.cache import Caches
 from lib_nplora.params import FuseParams
 from lib_nplora.webui import accordion
 from lib_nplora.webui.accordion import ARG_NAMES, UiValues
-from lib_nplora.webui.request import FusionRequest
+from lib_nplora.app.request import FusionRequest
 from lib_nplora.webui.script import Runtime, make_script_class, request_for_pass
-from lib_nplora.webui.service import FusionService
+from lib_nplora.app.service import FusionService
 from webui.standins.webui_modules import StandInOptions, standin_scripts_module, standin_ui_components
 
 gr = pytest.importorskip("gradio")

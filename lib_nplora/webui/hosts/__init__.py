@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ...errors import NpLoraError
 from ...fused import FusedLora
-from ..index import DirectoryIndex, LoraEntry
+from ...app.index import DirectoryIndex, LoraEntry
 
 HOSTS = ("a1111", "forge", "forge_ldm")
 

@@ -5,7 +5,7 @@ into the txt2img prompt (Copy prompt tag).
 One code path for gradio 3.41 (A1111) and 4.40 (Forge, standalone): keyword arguments only,
 ``gr.update``, JavaScript through ``js_event`` (``_js=`` on 3.x, ``js=`` on 4.x). Errors are shown
 in the tab. The same builder serves the WebUIs (registered by the entry script) and standalone
-mode (``lib_nplora.webui.standalone``).
+mode (``lib_nplora.app.standalone``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import html
 import traceback
 
 from ..errors import NpLoraError, ParameterError
-from ..params import FuseParams
-from .accordion import K_CHOICES, K_FULL, MU_MAX, WEIGHT_RANGE, parse_k
+from ..params import K_CHOICES, K_FULL, MU_MAX, WEIGHT_RANGE, FuseParams, parse_k
 from .chart import analysis_html
 from .context import HostContext
 from .request import FusionRequest
