@@ -67,3 +67,42 @@ class OutputExistsError(NpLoraError, FileExistsError):
 
 class OutputError(NpLoraError, OSError):
     """The output could not be written (no space, no permission, bad name)."""
+
+
+class MissingFileError(FormatError):
+    """An input file does not exist.
+
+    What to check depends on who named the file: by default a path (the command line, a library
+    call), so the hint is about the path and the current folder; the app layer (WebUI, tab, REST
+    API), whose names come from a LoRA list, swaps in the list's hint with ``listed()``.
+    """
+
+    LISTED_HINT = "Check the name, or refresh the LoRA list"
+
+    def __init__(self, path: str | os.PathLike, *, hint: str | None = None):
+        if hint is None:
+            hint = self.path_hint(os.fspath(path))
+        super().__init__("file not found", path=path, hint=hint)
+
+    @staticmethod
+    def path_hint(given: str) -> str:
+        """What to check for a path as typed: the path, the folder it is relative to, ``ls``."""
+        import shlex
+
+        where = shlex.quote(os.path.dirname(given) or ".")
+        if os.path.isabs(given):
+            return f"Check the path {given!r}; `ls {where}` shows what is there"
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = "which no longer exists"
+        return (f"Check the path {given!r}, which is relative to the current folder ({cwd}); "
+                f"`ls {where}` shows what is there")
+
+    def listed(self) -> MissingFileError:
+        """The same error with the hint for a name picked from a LoRA list."""
+        return MissingFileError(self.path, hint=self.LISTED_HINT)
+
+
+class MissingPackageError(NpLoraError, ImportError):
+    """An optional package a command needs (gradio, fastapi, uvicorn for ``serve``) is not installed."""

@@ -20,7 +20,7 @@ import torch
 from ..analysis import Analysis, analyze
 from ..cache import Caches
 from ..cache import shared as shared_caches
-from ..errors import NpLoraError
+from ..errors import MissingFileError, NpLoraError
 from ..formats.writer import SavedFile, save_fused
 from ..fused import FusedLora
 from ..fusion.merge import Progress, fuse
@@ -87,9 +87,12 @@ class FusionService:
             ArchitectureError: a file does not fit ``arch`` (names the file).
         """
         c_entry, s_entry = self.inputs(index, request)
-        if arch is None:
-            return self.caches.load_pair(c_entry.path, s_entry.path)
-        return self.caches.load(c_entry.path, arch), self.caches.load(s_entry.path, arch)
+        try:
+            if arch is None:
+                return self.caches.load_pair(c_entry.path, s_entry.path)
+            return self.caches.load(c_entry.path, arch), self.caches.load(s_entry.path, arch)
+        except MissingFileError as e:  # the name came from the LoRA list: the list is out of date
+            raise e.listed() from None
 
     def fuse(self, index: LoraIndex, request: FusionRequest, *, device=None,
              dtype: torch.dtype = torch.float16, progress: Progress | None = None,
@@ -112,8 +115,7 @@ class FusionService:
         return self.caches.memo(key, make)
 
     def analyze(self, index: LoraIndex, request: FusionRequest, *, device=None) -> Analysis:
-        c_entry, s_entry = self.inputs(index, request)
-        content, style = self.caches.load_pair(c_entry.path, s_entry.path)
+        content, style = self.load_inputs(index, request)
         result = analyze(content, style, request.params, device=device, cache=self.caches)
         release_free_memory()
         return result
@@ -121,14 +123,14 @@ class FusionService:
     def save(self, index: LoraIndex, request: FusionRequest, name: str, *, overwrite: bool = False,
              dtype: torch.dtype = torch.float16, device=None, progress: Progress | None = None) -> SavedFile:
         """Fuse and write ``<LoRA folder>/<name>.safetensors``; the index is refreshed after."""
-        c_entry, s_entry = self.inputs(index, request)
+        self.inputs(index, request)  # unknown names are reported before the output name
         path = output_path(index, name)
         if path.exists() and not overwrite:
             from ..errors import OutputExistsError
 
             raise OutputExistsError("already exists", path=path,
                                     hint="Choose another name, or confirm overwriting")
-        content, style = self.caches.load_pair(c_entry.path, s_entry.path)
+        content, style = self.load_inputs(index, request)
         fused = self.fuse(index, request, device=device, dtype=dtype, progress=progress)
         saved = save_fused(fused, path, output_name=path.stem, overwrite=overwrite,
                            content_meta=content.metadata, style_meta=style.metadata)

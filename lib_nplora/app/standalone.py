@@ -5,9 +5,13 @@ fused file. Binds 127.0.0.1 unless told otherwise; needs gradio (any of 3.41 or 
 
 from __future__ import annotations
 
+import importlib
+import shlex
+import sys
 from pathlib import Path
 
 from ..cache import shared
+from ..errors import MissingPackageError
 from .context import HostContext
 from .index import DirectoryIndex
 from .service import FusionService
@@ -51,8 +55,39 @@ def create_app(lora_dir: str | Path):
     return app, demo
 
 
+#: what ``serve`` imports beyond the core (uvicorn comes with gradio)
+SERVE_PACKAGES = ("gradio", "fastapi", "uvicorn")
+
+
+def require_packages(lora_dir: str | Path = "DIR") -> None:
+    """Check that ``serve``'s packages import, before anything starts.
+
+    Raises:
+        MissingPackageError: one is missing (or one of its own dependencies is); says what to
+            install and which command installs it.
+    """
+    missing = []
+    for name in SERVE_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            missing.append(name if e.name in (None, name) else f"{name} (its dependency {e.name})")
+    if missing:
+        run_sh = ROOT / "tools" / "run.sh"
+        raise MissingPackageError(
+            f"serve needs {', '.join(SERVE_PACKAGES)}, and this Python ({sys.executable}) lacks "
+            f"{', '.join(missing)}",
+            hint=f"Run `bash {run_sh} serve --lora-dir {shlex.quote(str(lora_dir))}`, which installs them into .venv-run, or install them "
+                 f"into this Python with `pip install -r {ROOT / 'requirements-serve.txt'}`")
+
+
 def serve(lora_dir: str | Path, host: str = "127.0.0.1", port: int = 7870) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted.
+
+    Raises:
+        MissingPackageError: gradio, fastapi or uvicorn is not installed (see ``require_packages``).
+    """
+    require_packages(lora_dir)
     import uvicorn
 
     folder = Path(lora_dir)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FormatError, OutputError, OutputExistsError, UnsafeFileError
+from ..errors import FormatError, MissingFileError, OutputError, OutputExistsError, UnsafeFileError
 
 #: safetensors' own limit on the JSON header.
 MAX_HEADER_BYTES = 100_000_000
@@ -84,8 +84,7 @@ def _opened(path):
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise FormatError("file not found", path=path,
-                          hint="Check the name, or refresh the LoRA list") from None
+        raise MissingFileError(path) from None
     except IsADirectoryError:
         raise FormatError("is a folder, not a file", path=path) from None
     except PermissionError:
