@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib_nplora fuse|inspect|analyze|serve``.
+"""Command line: ``python -m lib_nplora fuse|inspect|analyze|serve|demo``.
 
 Every failure exits non-zero with one line, ``nplora: error: <file>: <module>: <problem>. <what to do>``.
 """
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--lora-dir", required=True, help="folder with .safetensors LoRAs; fused files are saved there")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     v.add_argument("--port", type=int, default=7870)
+    d = sub.add_parser("demo", help="no files needed: build a synthetic content/style pair, analyze, fuse and "
+                                    "verify it (lib_nplora/demo.py)")
+    d.add_argument("--out", default="nplora-demo", metavar="DIR",
+                   help="folder for the demo's files (default ./nplora-demo; only its own files are overwritten)")
+    d.add_argument("--arch", choices=("sd15", "sdxl"), default="sd15", help="base model shape (default sd15)")
     return p
 
 
@@ -202,7 +207,14 @@ def cmd_serve(ns) -> int:
     return 0
 
 
-COMMANDS = {"fuse": cmd_fuse, "inspect": cmd_inspect, "analyze": cmd_analyze, "serve": cmd_serve}
+def cmd_demo(ns) -> int:
+    from .demo import run
+
+    return run(ns.out, ns.arch)
+
+
+COMMANDS = {"fuse": cmd_fuse, "inspect": cmd_inspect, "analyze": cmd_analyze, "serve": cmd_serve,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@
 #   bash tools/run.sh inspect FILE.safetensors
 #   bash tools/run.sh analyze CONTENT.safetensors STYLE.safetensors
 #   bash tools/run.sh serve --lora-dir DIR            # the tab without a WebUI (adds gradio)
+#   bash tools/run.sh demo [--out DIR] [--arch sd15|sdxl]   # no files needed: a synthetic pair, analyzed, fused, verified
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$here/.venv-run"
