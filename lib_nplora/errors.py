@@ -67,3 +67,8 @@ class OutputExistsError(NpLoraError, FileExistsError):
 
 class OutputError(NpLoraError, OSError):
     """The output could not be written (no space, no permission, bad name)."""
+
+
+class OutputIsInputError(OutputError):
+    """The output would be one of the inputs (the same path, a hard link or a symlink to it);
+    refused whatever overwriting allows."""
