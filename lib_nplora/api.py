@@ -16,6 +16,7 @@ import torch
 from .analysis import Analysis, analyze
 from .cache import Caches
 from .errors import ParameterError
+from .formats.atomic import check_output, labelled_inputs
 from .formats.reader import load_lora, load_pair
 from .formats.writer import OUTPUT_DTYPES, SavedFile, save_fused
 from .fused import FusedLora
@@ -59,7 +60,8 @@ def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
                dtype: str | torch.dtype = "fp16", device: str | torch.device | None = "auto",
                overwrite: bool = False, output_name: str | None = None, cache: Caches | None = None,
                progress: Progress | None = None) -> tuple[FusedLora, SavedFile]:
-    """Read both files, fuse them and write the result (atomically).
+    """Read both files, fuse them and write the result (atomically; ``output_path`` is never one
+    of the inputs, even through a hard link or a symlink, whatever ``overwrite`` says).
 
     Returns:
         (the fusion result, what was written).
@@ -67,11 +69,8 @@ def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
     params = params or FuseParams()
     dt = output_dtype(dtype)
     dev = resolve_device(device)
-    if not overwrite and os.path.exists(output_path):
-        from .errors import OutputExistsError
-
-        raise OutputExistsError("already exists", path=output_path,
-                                hint="Choose another name, or allow overwriting (--force)")
+    # before any work: never onto an input (whatever ``overwrite``), never over a file unless asked
+    check_output(output_path, inputs=labelled_inputs(content_path, style_path), overwrite=overwrite)
     content, style = _pair(content_path, style_path, cache)
     fused = fuse(content, style, params, device=dev, dtype=dt,
                  cache=cache, progress=progress)

@@ -1,7 +1,11 @@
 """Bounded, thread-safe caches that make repeated fusions cheap.
 
-* Loaded LoRA files (``LoraSet``), keyed by (real path, size, mtime, architecture); the key is
-  re-checked with ``os.stat`` on every use, so an edited file is read again.
+* Loaded LoRA files (``LoraSet``), keyed by (real path, ``formats.atomic.file_version``,
+  architecture); the key is re-checked with ``os.stat`` on every use, so an edited or replaced
+  file is read again. The version is (device, inode, size, mtime, ctime): size and mtime alone
+  miss a file replaced by one of the same size with its mtime set back (``os.utime``,
+  ``cp -p``, ``rsync -t``); the ctime cannot be set back by any call, and a replacement by
+  rename has a new inode.
 * Style bases (``ModuleBasis`` per module), keyed by the style file's content hash, its
   architecture, k / energy and the device. A new mu or content weight reuses them and costs only
   the projection.
@@ -19,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from .formats.atomic import file_version
 from .formats.reader import ARCH_PREFERENCE, load_lora
 from .fusion.basis import ModuleBasis, compute_bases
 from .lora import LoraSet
@@ -116,7 +121,7 @@ class Caches:
         real = os.path.realpath(os.fspath(path))
         try:
             st = os.stat(real)
-            key = ("lora", real, st.st_size, st.st_mtime_ns, arch)
+            key = ("lora", real, file_version(st), arch)
         except OSError:
             return load_lora(path, arch=arch)  # let the reader raise its clear error
 

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scope", choices=("unet", "all"), default="unet")
     a.add_argument("--device", default="auto")
     a.add_argument("--json", dest="json_file", default=None, metavar="FILE",
-                   help="also write the per-module numbers as JSON")
+                   help="also write the per-module numbers as JSON (never over an input)")
+    a.add_argument("--force", action="store_true", help="overwrite the JSON file if it exists")
     v = sub.add_parser("serve", help="serve the NP-LoRA tab and REST API over a LoRA folder (no WebUI needed)")
     v.add_argument("--lora-dir", required=True, help="folder with .safetensors LoRAs; fused files are saved there")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
@@ -183,20 +184,17 @@ def format_analysis(result) -> str:
 
 def cmd_analyze(ns) -> int:
     from .api import analyze_files
+    from .formats.atomic import atomic_write, check_output, labelled_inputs
 
+    inputs = labelled_inputs(ns.content, ns.style)
+    if ns.json_file:  # refuse a bad report file before the work
+        check_output(ns.json_file, inputs=inputs, overwrite=ns.force)
     params = FuseParams(k=ns.k, energy=ns.energy, scope=ns.scope)
     result = analyze_files(ns.content, ns.style, params, device=ns.device)
     print(format_analysis(result))
     if ns.json_file:
-        from .errors import OutputError
-
-        tmp = ns.json_file + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(result.to_dict(), f, indent=1)
-            os.replace(tmp, ns.json_file)
-        except OSError as e:
-            raise OutputError(f"cannot be written ({e.strerror or e})", path=ns.json_file) from None
+        data = json.dumps(result.to_dict(), indent=1).encode("utf-8")
+        atomic_write(ns.json_file, [data], overwrite=ns.force, inputs=inputs)
     return 0
 
 

@@ -106,3 +106,8 @@ class MissingFileError(FormatError):
 
 class MissingPackageError(NpLoraError, ImportError):
     """An optional package a command needs (gradio, fastapi, uvicorn for ``serve``) is not installed."""
+
+
+class OutputIsInputError(OutputError):
+    """The output would be one of the inputs (the same path, a hard link or a symlink to it);
+    refused whatever overwriting allows."""

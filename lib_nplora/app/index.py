@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import NpLoraError
 from ..formats.reader import peek
+from ..formats.writer import is_temp_name
 
 MAX_NAME = 255
 
@@ -139,7 +140,7 @@ class DirectoryIndex(LoraIndex):
         for root, dirs, files in os.walk(self.folder):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for f in sorted(files):
-                if f.startswith(".") or not f.endswith(".safetensors"):
+                if f.startswith(".") or not f.endswith(".safetensors") or is_temp_name(f):
                     continue
                 path = os.path.join(root, f)
                 entry = self._entry(path)

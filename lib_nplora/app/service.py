@@ -1,12 +1,12 @@
 """Fusion for the extension, the tab and the REST API: names in, fused LoRA / analysis / saved
 file out, with every step cached.
 
-* The inputs go through ``lib_nplora.cache`` (files by path+size+mtime, style bases by file hash
-  and k), so a new mu or weight costs only the projection.
+* The inputs go through ``lib_nplora.cache`` (files by path + device, inode, size, mtime and
+  ctime; style bases by file hash and k), so a new mu or weight costs only the projection.
 * Fused results are kept by (input versions, parameters, device, dtype) in the same byte-bounded
   cache: generating again with the same settings costs nothing.
 * Saving writes into the index's folder under a checked file name, atomically, never over an
-  existing file unless asked.
+  existing file unless asked and never over either input (``formats.atomic.check_output``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..analysis import Analysis, analyze
 from ..cache import Caches
 from ..cache import shared as shared_caches
 from ..errors import MissingFileError, NpLoraError
+from ..formats.atomic import check_output, labelled_inputs
 from ..formats.writer import SavedFile, save_fused
 from ..fused import FusedLora
 from ..fusion.merge import Progress, fuse
@@ -32,6 +33,8 @@ from .request import FusionRequest
 class OutputNameError(NpLoraError, ValueError):
     """A bad file name for a fused LoRA."""
 
+
+EXISTS_HINT = "Choose another name, or confirm overwriting"
 
 _BAD_CHARS = re.compile(r'[<>:"|?*\x00-\x1f]')
 
@@ -122,15 +125,8 @@ class FusionService:
 
     def save(self, index: LoraIndex, request: FusionRequest, name: str, *, overwrite: bool = False,
              dtype: torch.dtype = torch.float16, device=None, progress: Progress | None = None) -> SavedFile:
-        """Fuse and write ``<LoRA folder>/<name>.safetensors``; the index is refreshed after."""
-        self.inputs(index, request)  # unknown names are reported before the output name
-        path = output_path(index, name)
-        if path.exists() and not overwrite:
-            from ..errors import OutputExistsError
-
-            raise OutputExistsError("already exists", path=path,
-                                    hint="Choose another name, or confirm overwriting")
-        content, style = self.load_inputs(index, request)
+from ..errors import MissingFileError, NpLoraError
+from ..formats.atomic import check_output, labelled_inputs
         fused = self.fuse(index, request, device=device, dtype=dtype, progress=progress)
         saved = save_fused(fused, path, output_name=path.stem, overwrite=overwrite,
                            content_meta=content.metadata, style_meta=style.metadata)

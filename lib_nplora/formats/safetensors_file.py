@@ -7,8 +7,8 @@
 * The data section is read with one call into one buffer; tensors are views of it, and the
   SHA-256 of that section (the LoRA hash A1111 and kohya show) is computed from the same bytes.
 * Writing streams each tensor's bytes to a temporary file in the target folder, checks the
-  result with the safetensors library, then renames it into place; an existing file is never
-  replaced unless asked. A failure leaves nothing behind.
+  result with the safetensors library, then renames it into place (``atomic.atomic_write``); an
+  existing file is never replaced unless asked, an input never. A failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import FormatError, MissingFileError, OutputError, OutputExistsError, UnsafeFileError
+from ..errors import FormatError, MissingFileError, OutputError, UnsafeFileError
+from .atomic import atomic_write, check_output
 
 #: safetensors' own limit on the JSON header.
 MAX_HEADER_BYTES = 100_000_000
@@ -219,29 +219,29 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 
 
 def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-               metadata: dict[str, str] | None = None, *, overwrite: bool = False) -> str:
-    """Write ``tensors`` (in this order) and ``metadata`` to ``path`` atomically.
+               metadata: dict[str, str] | None = None, *, overwrite: bool = False,
+               inputs=()) -> str:
+    """Write ``tensors`` (in this order) and ``metadata`` to ``path`` atomically
+    (``formats.atomic.atomic_write``: random temporary name created exclusively, umask mode,
+    checked with the safetensors library, then committed).
 
     Args:
         path: destination; its folder must exist.
         tensors: key -> tensor (any device; copied to CPU one at a time).
         metadata: string -> string header metadata.
-        overwrite: replace an existing file.
+        overwrite: replace an existing file (never one of ``inputs``).
+        inputs: the files read to make this one (paths or (label, path) pairs); the output is
+            never one of them.
 
     Returns:
         SHA-256 of the data section written.
 
     Raises:
+        OutputIsInputError: ``path`` is one of ``inputs`` (whatever ``overwrite`` says).
         OutputExistsError: the file exists and ``overwrite`` is False.
         OutputError: it could not be written; no partial file is left.
     """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise OutputExistsError("already exists", path=path,
-                                hint="Choose another name, or allow overwriting (--force)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError("cannot be written: its folder does not exist", path=path)
+    path = check_output(path, inputs=inputs, overwrite=overwrite)
     entries = {}
     offset = 0
     for key, t in tensors.items():
@@ -256,31 +256,17 @@ def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     raw = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     digest = hashlib.sha256()
-    tmp_name = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for t in tensors.values():
-                mv = _tensor_bytes(t)
-                digest.update(mv)
-                f.write(mv)
-            f.flush()
-            os.fsync(f.fileno())
-        _check_written(tmp_name, path)
-        _commit(tmp_name, path, overwrite)
-        tmp_name = None
-    except OSError as e:
-        if isinstance(e, (OutputExistsError, OutputError)):
-            raise
-        raise OutputError(f"cannot be written ({e.strerror or e})", path=path) from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+
+    def chunks():
+        yield struct.pack("<Q", len(raw))
+        yield raw
+        for t in tensors.values():
+            mv = _tensor_bytes(t)
+            digest.update(mv)
+            yield mv
+
+    atomic_write(path, chunks(), overwrite=overwrite, inputs=inputs,
+                 verify=lambda tmp: _check_written(tmp, path))
     return digest.hexdigest()
 
 
@@ -293,22 +279,3 @@ def _check_written(tmp_name: str, path: Path) -> None:
             f.keys()
     except Exception as e:  # the library's own error type differs between versions
         raise OutputError(f"was written but does not read back ({e})", path=path) from None
-
-
-def _commit(tmp_name: str, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp_name, path)
-        return
-    try:
-        os.link(tmp_name, path)  # atomic, fails if the name exists
-    except FileExistsError:
-        raise OutputExistsError("already exists", path=path,
-                                hint="Choose another name, or allow overwriting (--force)") from None
-    except OSError:
-        # file systems without hard links: check, then rename
-        if path.exists():
-            raise OutputExistsError("already exists", path=path,
-                                    hint="Choose another name, or allow overwriting (--force)") from None
-        os.replace(tmp_name, path)
-        return
-    os.unlink(tmp_name)

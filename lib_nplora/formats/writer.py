@@ -8,6 +8,9 @@ all load unconverted.
 * SD2 and SDXL's OpenCLIP text encoders are attention blocks that A1111 patches only when q, k,
   v and out all have a module; a missing sibling is written as a zero update.
 * Passthrough modules keep their tensors and suffixes; bundled embeddings are kept.
+* Files: through ``atomic`` (random temporary name in the same folder, created exclusively,
+  umask mode, renamed into place; never onto an input); ``is_temp_name`` tells the LoRA list
+  which files are our temporary ones.
 * Metadata: the minimal ``ss_*`` set (base model version from the inputs), ``modelspec.*`` with
   ``merged_from``, and an ``nplora`` JSON block recording every parameter and both inputs' hashes.
 """
@@ -26,6 +29,7 @@ from .. import __version__
 from .. import arch as archmod
 from ..fused import FusedLora, FusedModule
 from ..fusion.linalg import lowrank_svd
+from .atomic import check_output, is_temp_name, labelled_inputs, sweep_stale_temps  # noqa: F401  (re-exported)
 from .keys import SUFFIX_ROLES
 from .safetensors_file import write_file
 
@@ -242,7 +246,9 @@ def save_fused(fused: FusedLora, path: str | os.PathLike, *, output_name: str | 
                overwrite: bool = False, dtype: torch.dtype | None = None,
                content_meta: dict[str, str] | None = None,
                style_meta: dict[str, str] | None = None) -> SavedFile:
-    """Write ``fused`` to ``path`` (atomically; never over an existing file unless ``overwrite``).
+    """Write ``fused`` to ``path`` (atomically; never over an existing file unless ``overwrite``,
+    never over either input file whatever ``overwrite`` says: the inputs are ``fused.content.path``
+    and ``fused.style.path``).
 
     Args:
         output_name: ``ss_output_name`` / title (default: the file stem).
@@ -250,7 +256,9 @@ def save_fused(fused: FusedLora, path: str | os.PathLike, *, output_name: str | 
         content_meta, style_meta: the inputs' metadata (base model version, tags).
     """
     path = Path(path)
+    inputs = labelled_inputs(fused.content.path, fused.style.path)
+    check_output(path, inputs=inputs, overwrite=overwrite)  # before the work of building the tensors
     state, notes = to_state_dict(fused, dtype)
     meta = build_metadata(fused, output_name or path.stem, state, content_meta, style_meta, notes)
-    digest = write_file(path, state, meta, overwrite=overwrite)
+    digest = write_file(path, state, meta, overwrite=overwrite, inputs=inputs)
     return SavedFile(str(path), digest, meta, len(state))
