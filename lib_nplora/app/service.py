@@ -125,8 +125,19 @@ class FusionService:
 
     def save(self, index: LoraIndex, request: FusionRequest, name: str, *, overwrite: bool = False,
              dtype: torch.dtype = torch.float16, device=None, progress: Progress | None = None) -> SavedFile:
-from ..errors import MissingFileError, NpLoraError
-from ..formats.atomic import check_output, labelled_inputs
+        """Fuse and write ``<LoRA folder>/<name>.safetensors``; the index is refreshed after.
+
+        Raises:
+            OutputIsInputError: the name is one of the two inputs' files (or a link to one),
+                whatever ``overwrite`` says.
+            OutputExistsError: the file exists and ``overwrite`` is False.
+        """
+        c_entry, s_entry = self.inputs(index, request)
+        path = output_path(index, name)
+        # never onto an input (whatever ``overwrite``), never over a file unless asked
+        check_output(path, inputs=labelled_inputs(c_entry.path, s_entry.path), overwrite=overwrite,
+                     exists_hint=EXISTS_HINT)
+        content, style = self.load_inputs(index, request)
         fused = self.fuse(index, request, device=device, dtype=dtype, progress=progress)
         saved = save_fused(fused, path, output_name=path.stem, overwrite=overwrite,
                            content_meta=content.metadata, style_meta=style.metadata)
