@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from .formats.reader import ARCH_PREFERENCE, load_lora
+from .formats.reader import load_lora, load_pair
 from .fusion.basis import ModuleBasis, compute_bases
 from .lora import LoraSet
 
@@ -126,19 +126,9 @@ class Caches:
 
         return self.memo(key, make)
 
-    def load_pair(self, content_path, style_path) -> tuple[LoraSet, LoraSet]:
+    def load_pair(self, content_path, style_path, arch: str | None = None) -> tuple[LoraSet, LoraSet]:
         """``formats.reader.load_pair`` through the cache."""
-        from .formats.reader import load_pair
-
-        content, style = self.load(content_path), self.load(style_path)
-        if content.arch == style.arch:
-            return content, style
-        common = [n for n in ARCH_PREFERENCE if n in content.arch_candidates and n in style.arch_candidates]
-        if not common:
-            return load_pair(content_path, style_path)  # raises the mismatch error
-        target = common[0]
-        return (content if content.arch == target else self.load(content_path, target),
-                style if style.arch == target else self.load(style_path, target))
+        return load_pair(content_path, style_path, arch=arch, load=self.load)
 
     def _basis_key(self, lora: LoraSet, k, energy, device):
         return ("basis", lora.sha256, lora.arch, k, energy, str(device))

@@ -87,9 +87,7 @@ class FusionService:
             ArchitectureError: a file does not fit ``arch`` (names the file).
         """
         c_entry, s_entry = self.inputs(index, request)
-        if arch is None:
-            return self.caches.load_pair(c_entry.path, s_entry.path)
-        return self.caches.load(c_entry.path, arch), self.caches.load(s_entry.path, arch)
+        return self.caches.load_pair(c_entry.path, s_entry.path, arch)
 
     def fuse(self, index: LoraIndex, request: FusionRequest, *, device=None,
              dtype: torch.dtype = torch.float16, progress: Progress | None = None,

@@ -214,6 +214,14 @@ def all_architectures() -> list[Architecture]:
     return [get(n) for n in ARCH_NAMES]
 
 
+def pair_mismatch(content_name: str, content_arch: str, style_name: str, style_arch: str) -> ArchitectureError:
+    """The error for a content and a style LoRA made for different base models (names both)."""
+    return ArchitectureError(
+        f"the content LoRA {content_name} is for {ARCH_LABELS.get(content_arch, content_arch)} but the style "
+        f"LoRA {style_name} is for {ARCH_LABELS.get(style_arch, style_arch)}; both must be made for the same "
+        "base model", hint="Pick two LoRAs trained on the same base model")
+
+
 def arch_from_metadata(metadata: dict[str, str]) -> str | None:
     """Architecture named by a file's metadata (kohya ``ss_*`` or ModelSpec), if any."""
     spec = (metadata.get("modelspec.architecture") or "").lower()

@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 
 from .. import arch as archmod
-from ..errors import ArchitectureError, ParameterError, UnsupportedModuleError
+from ..errors import ParameterError, UnsupportedModuleError
 from ..fused import FusedLora, FusedModule, InputInfo
 from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
 from ..params import FuseParams
@@ -79,10 +79,7 @@ def _overlaps(name: str, other: dict) -> str | None:
 def plan_fusion(content: LoraSet, style: LoraSet, params: FuseParams) -> FusionPlan:
     """Pair the modules of the two inputs and decide what happens to each."""
     if content.arch != style.arch:
-        raise ArchitectureError(
-            f"the content LoRA {content.name} is for {archmod.ARCH_LABELS[content.arch]} but the style "
-            f"LoRA {style.name} is for {archmod.ARCH_LABELS[style.arch]}",
-            hint="Pick two LoRAs made for the same base model")
+        raise archmod.pair_mismatch(content.name, content.arch, style.name, style.arch)
     wc, ws = params.content_weight, params.style_weight
     if wc == 0 and ws == 0:
         raise ParameterError("both weights are 0: the result would be empty",
