@@ -30,7 +30,7 @@ from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
 from ..params import FuseParams
 from . import linalg
 from .basis import ModuleBasis
-from .batching import batches, stack
+from .batching import module_batches, pair_batches, stack
 
 Progress = Callable[[int, int], None]
 
@@ -185,27 +185,10 @@ def _bias(*terms) -> torch.Tensor | None:
 def _jobs(plan: FusionPlan, content: LoraSet, style: LoraSet):
     """Batches of equal-shaped modules: (origin, names, (out, in, output rank))."""
     cm, sm = content.modules, style.modules
-
-    def pair_key(n):
-        fs, fc = sm[n].factors, cm[n].factors
-        return fs.out_features, fs.in_features, fs.rank, fc.rank, n in plan.projected
-
-    def pair_bytes(n):
-        m, i, rs, rc, _ = pair_key(n)
-        return 4 * (rs + rc) * (m + i) * 3
-
-    for (m, n_in, rs, rc, _), chunk in batches(plan.pairs, pair_key, pair_bytes):
+    for (m, n_in, rs, rc, _), chunk in pair_batches(plan.pairs, sm, cm, split=lambda n: n in plan.projected):
         yield "fused", chunk, (m, n_in, rs + rc)
     for origin, names, mods in (("content", plan.content_only, cm), ("style", plan.style_only, sm)):
-        def one_key(n, mods=mods):
-            f = mods[n].factors
-            return f.out_features, f.in_features, f.rank
-
-        def one_bytes(n, mods=mods):
-            m, i, r = one_key(n)
-            return 4 * r * (m + i) * 3
-
-        for (m, n_in, r), chunk in batches(names, one_key, one_bytes):
+        for (m, n_in, r), chunk in module_batches(names, mods):
             yield origin, chunk, (m, n_in, r)
 
 
