@@ -133,7 +133,7 @@ class Caches:
     def _basis_key(self, lora: LoraSet, k, energy, device):
         return ("basis", lora.sha256, lora.arch, k, energy, str(device))
 
-    def lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]:
+    def _lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]:
         """The cached style bases of ``lora`` for (k, energy, device); empty if none."""
         with self._lock:
             hit = self._entries.get(self._basis_key(lora, k, energy, device))
@@ -144,7 +144,7 @@ class Caches:
             self.hits += 1
             return dict(hit[0])
 
-    def store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None:
+    def _store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None:
         """Add computed bases to the entry of (lora, k, energy, device)."""
         key = self._basis_key(lora, k, energy, device)
         with self._lock:
@@ -154,12 +154,14 @@ class Caches:
             self._put(key, merged, sum(b.nbytes() for b in merged.values()))
 
     def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
-        """Style bases for ``names`` of ``lora``, computing (and keeping) only the missing ones."""
-        have = self.lookup_bases(lora, k, energy, device)
+        """Style bases for ``names`` of ``lora``, computing (and keeping) only the missing ones.
+
+        The one way to the kept bases: the fusion and the analysis both ask here."""
+        have = self._lookup_bases(lora, k, energy, device)
         missing = [n for n in names if n not in have]
         if missing:
             new = compute_bases(lora, missing, k, energy, device)
-            self.store_bases(lora, k, energy, device, new)
+            self._store_bases(lora, k, energy, device, new)
             have.update(new)
         return have
 

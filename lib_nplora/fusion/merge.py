@@ -29,18 +29,18 @@ from ..fused import FusedLora, FusedModule, InputInfo
 from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
 from ..params import FuseParams
 from . import linalg
-from .basis import ModuleBasis
+from .basis import ModuleBasis, compute_bases
 from .batching import module_batches, pair_batches, stack
 
 Progress = Callable[[int, int], None]
 
 
 class BasisStore(Protocol):
-    """Where computed style bases are kept between fusions (``lib_nplora.cache.Caches``)."""
+    """Where style bases are kept between fusions and analyses (``lib_nplora.cache.Caches``)."""
 
-    def lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]: ...
-
-    def store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None: ...
+    def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
+        """The bases of ``names``: kept ones, the rest computed (``basis.compute_bases``) and kept."""
+        ...
 
 
 @dataclass
@@ -214,7 +214,7 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         dtype: dtype of the fused factors (float16, bfloat16 or float32).
         out_device: where the fused factors are put.
         cache: keeps style bases between calls (``cache.Caches``): a new mu then skips the SVD.
-            Without one, each batch's basis is computed from its stacked factors and dropped.
+            Without one, each batch's bases are computed (``basis.compute_bases``) and dropped.
         progress: called with (modules done, modules total).
 
     Returns:
@@ -227,8 +227,10 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
     fused = FusedLora(content.arch, params, InputInfo.of(content, wc), InputInfo.of(style, ws))
     fused.warnings += [f"content: {w}" for w in content.warnings] + [f"style: {w}" for w in style.warnings]
 
-    known = cache.lookup_bases(style, params.k, params.energy, device) if cache and plan.projected else {}
-    new_bases: dict[str, ModuleBasis] = {}
+    # with a store, every projected module's basis comes from it (computed there once per style
+    # file and k); without one, each batch's bases are computed and dropped
+    known = cache.bases(style, [n for n in plan.pairs if n in plan.projected], params.k, params.energy,
+                        device) if cache is not None and plan.projected else None
 
     jobs = list(_jobs(plan, content, style))
     total = sum(len(names) * m * r + len(names) * r * n for _, names, (m, n, r) in jobs)
@@ -256,15 +258,9 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
             b_s, a_s = factors([sm[n].factors.up for n in chunk]), factors([sm[n].factors.down for n in chunk])
             b_c, a_c = factors([cm[n].factors.up for n in chunk]), factors([cm[n].factors.down for n in chunk])
             if projected:
-                if all(n in known for n in chunk):
-                    v = torch.stack([known[n].v for n in chunk]).to(math_device)
-                    ks = [known[n].k for n in chunk]
-                else:
-                    b_s, a_s = stack(b_s, device), stack(a_s, device)
-                    v, sv, rank_t, kept = linalg.style_basis(b_s, a_s, params.k, params.energy)
-                    ks, ranks = kept.tolist(), rank_t.tolist()
-                    if cache is not None:
-                        new_bases.update({n: ModuleBasis(v[i], sv[i], ranks[i], ks[i]) for i, n in enumerate(chunk)})
+                bases = known if known is not None else compute_bases(style, chunk, params.k, params.energy, device)
+                v = torch.stack([bases[n].v for n in chunk]).to(math_device)
+                ks = [bases[n].k for n in chunk]
                 a_c = linalg.project_out(stack(a_c, device), v, c)
             s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=math_device)
             s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=math_device)
@@ -287,9 +283,6 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         done += g
         if progress:
             progress(done, len(plan.pairs) + len(plan.content_only) + len(plan.style_only))
-
-    if new_bases:
-        cache.store_bases(style, params.k, params.energy, device, new_bases)
 
     for mod, w, origin in plan.passthrough:
         src = content if origin == "content" else style
