@@ -66,6 +66,11 @@ _COMPONENT_ALIASES = {
 TEXT_ENCODER_COMPONENTS = ("te", "te1", "te2", "te3")
 
 
+def is_text_encoder(name: str) -> bool:
+    """Is the canonical module ``name`` (``te1.text_model.…``, ``unet.…``) in a text encoder?"""
+    return name.split(".", 1)[0] in TEXT_ENCODER_COMPONENTS
+
+
 def flat(name: str) -> str:
     """kohya spelling of a dotted path: every '.' becomes '_'."""
     return name.replace(".", "_")
@@ -90,14 +95,6 @@ class ModuleSpec:
     parent: str | None = None
     row_offset: int = 0
     parts: tuple[str, ...] = ()
-
-    @property
-    def component(self) -> str:
-        return self.name.split(".", 1)[0]
-
-    @property
-    def is_text_encoder(self) -> bool:
-        return self.component in TEXT_ENCODER_COMPONENTS
 
     @property
     def out_features(self) -> int:
@@ -132,10 +129,6 @@ class Architecture:
     @property
     def label(self) -> str:
         return ARCH_LABELS[self.name]
-
-    @property
-    def components(self) -> set[str]:
-        return {s.component for s in self.modules.values()}
 
     def pipeline_component(self, prefix: str) -> str | None:
         """Canonical component for a diffusers pipeline prefix ("text_encoder_2" -> "te2")."""

@@ -61,10 +61,6 @@ class FusionPlan:
     passthrough: list[tuple[LoraModule, float, str]] = field(default_factory=list)
 
 
-def _is_text_encoder(name: str) -> bool:
-    return name.split(".", 1)[0] in archmod.TEXT_ENCODER_COMPONENTS
-
-
 def _overlaps(name: str, other: dict) -> str | None:
     """Name of a module in ``other`` acting on the same weight as ``name`` (itself, parent or part)."""
     if name in other:
@@ -104,7 +100,7 @@ def plan_fusion(content: LoraSet, style: LoraSet, params: FuseParams) -> FusionP
             if hit is not None and other_w != 0 and other[hit].is_lowrank:
                 if side == "content" and w != 0:  # each pair is recorded once, from the content side
                     plan.pairs.append(name)
-                    if c > 0 and (params.scope == "all" or not _is_text_encoder(name)):
+                    if c > 0 and (params.scope == "all" or not archmod.is_text_encoder(name)):
                         plan.projected.add(name)
                 continue
             if w != 0:

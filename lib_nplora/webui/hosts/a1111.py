@@ -33,7 +33,7 @@ from collections import OrderedDict
 
 import torch
 
-from ...arch import flat
+from ...arch import flat, is_text_encoder
 from ...fused import FusedLora
 from ...fusion.linalg import float32_math
 from . import Applied, HostAdapter, HostError
@@ -190,7 +190,7 @@ def build_network(fused: FusedLora, networks, network_module, sd_model, name: st
             misfit.append(canonical)
             continue
         add(key, sd_module, mod.up, mod.down, mod.bias)
-        touches_te = touches_te or not canonical.startswith("unet.")
+        touches_te = touches_te or is_text_encoder(canonical)
         if block:
             mha_blocks.setdefault(block, set()).add(key[len(block) + 1:].split("_")[0])
 
@@ -251,7 +251,7 @@ def _passthrough(fused: FusedLora, networks, network_module, net, mapping,
             warnings.append(f"{canonical}: the WebUI cannot apply this {mod.kind} module; skipped")
             continue
         net.modules[key] = created
-        touches_te = touches_te or not canonical.startswith("unet.")
+        touches_te = touches_te or is_text_encoder(canonical)
     return warnings, touches_te
 
 
