@@ -110,10 +110,6 @@ class ModuleSpec:
             n *= s
         return n
 
-    @property
-    def kernel(self) -> tuple[int, int] | None:
-        return tuple(self.shape[2:4]) if self.kind == "conv" else None
-
 
 @dataclass
 class Architecture:
@@ -141,9 +137,6 @@ class Architecture:
         """Resolve (component, dotted or underscored path) to (canonical name, swapped halves)."""
         component = self.component_alias(component)
         return self.index.get((component, flat(path)))
-
-    def spec(self, name: str) -> ModuleSpec:
-        return self.modules[name]
 
     def kohya_key(self, name: str) -> str:
         """The kohya module key written for a canonical name (see ``formats.writer``)."""
@@ -201,10 +194,6 @@ def get(name: str) -> Architecture:
         raise ArchitectureError(f"unknown architecture {name!r}",
                                 hint=f"Use one of {', '.join(ARCH_NAMES)}")
     return _load_table(name)
-
-
-def all_architectures() -> list[Architecture]:
-    return [get(n) for n in ARCH_NAMES]
 
 
 def pair_mismatch(content_name: str, content_arch: str, style_name: str, style_arch: str) -> ArchitectureError:
