@@ -26,18 +26,10 @@ from .. import __version__
 from .. import arch as archmod
 from ..fused import FusedLora, FusedModule
 from ..fusion.linalg import lowrank_svd
-from .keys import SUFFIX_ROLES
+from .keys import KOHYA_SUFFIX
 from .safetensors_file import write_file
 
 OUTPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-# role -> suffix used when a passthrough module is written back (kohya / LyCORIS spelling)
-_ROLE_TO_SUFFIX: dict[str, str] = {}
-for _suffix, _role in SUFFIX_ROLES.items():
-    if _suffix.startswith(".") and not _suffix.startswith((".lora_A", ".lora_B", ".lora.", ".lora_linear",
-                                                           ".down.", ".up.", ".lora_magnitude")):
-        _ROLE_TO_SUFFIX.setdefault(_role, _suffix)
-_ROLE_TO_SUFFIX["ia3_weight"] = ".weight"
 
 _MHA_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -136,7 +128,7 @@ def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[d
         for role, t in mod.tensors.items():
             if role == "dora_scale" and t.dim() == 1:
                 t = t.reshape(-1, 1)  # PEFT's magnitude vector (out,) -> LyCORIS (out, 1)
-            out[key + _ROLE_TO_SUFFIX[role]] = t.detach().to("cpu").contiguous()
+            out[key + KOHYA_SUFFIX[role]] = t.detach().to("cpu").contiguous()
     for key in sorted(fused.extras):
         out[key] = fused.extras[key].detach().to("cpu").contiguous()
     return out, notes

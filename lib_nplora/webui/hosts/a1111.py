@@ -34,6 +34,7 @@ from collections import OrderedDict
 import torch
 
 from ...arch import flat, is_text_encoder
+from ...formats.keys import KOHYA_SUFFIX
 from ...fused import FusedLora
 from ...fusion.linalg import float32_math
 from . import Applied, HostAdapter, HostError
@@ -50,10 +51,6 @@ _OPENCLIP_NAMES = {
     "mlp.fc1": "mlp_c_fc", "mlp.fc2": "mlp_c_proj",
     "layer_norm1": "ln_1", "layer_norm2": "ln_2",
 }
-
-#: passthrough roles -> the weight names A1111's module types read (network_*.py)
-_ROLE_TO_A1111 = {"up": "lora_up.weight", "down": "lora_down.weight", "mid": "lora_mid.weight",
-                  "ia3_weight": "weight"}
 
 
 def layer_name(canonical: str, arch: str) -> str | None:
@@ -240,7 +237,7 @@ def _passthrough(fused: FusedLora, networks, network_module, net, mapping,
         for role, t in mod.tensors.items():
             if role == "dora_scale" and t.dim() == 1:
                 t = t.reshape(-1, 1)
-            w[_ROLE_TO_A1111.get(role, role)] = t
+            w[KOHYA_SUFFIX[role][1:]] = t  # the weight names A1111's network_*.py read
         weights = network_module.NetworkWeights(network_key=key, sd_key=key, w=w, sd_module=sd_module)
         created = None
         for module_type in networks.module_types:
