@@ -16,6 +16,7 @@ configs). Canonical names:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -64,6 +65,10 @@ _COMPONENT_ALIASES = {
 }
 
 TEXT_ENCODER_COMPONENTS = ("te", "te1", "te2", "te3")
+
+#: The OpenCLIP text encoder (attention blocks with q/k/v/out projections), per architecture.
+_OPENCLIP_COMPONENT = {"sd2": "te", "sdxl": "te2"}
+_MHA_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 def is_text_encoder(name: str) -> bool:
@@ -137,6 +142,22 @@ class Architecture:
         """Resolve (component, dotted or underscored path) to (canonical name, swapped halves)."""
         component = self.component_alias(component)
         return self.index.get((component, flat(path)))
+
+    def attention_padding(self, names: Iterable[str]) -> list[str]:
+        """The q/k/v/out projections missing from the OpenCLIP attention blocks (SD2's ``te``,
+        SDXL's ``te2``) that ``names`` touch, in block order.
+
+        A1111 holds each such block as one ``nn.MultiheadAttention`` and patches it only when one
+        network has all four projections, so writers and the A1111 adapter add these as zero updates.
+        """
+        component = _OPENCLIP_COMPONENT.get(self.name)
+        if component is None:
+            return []
+        present = set(names)
+        blocks = {n.rsplit(".", 1)[0] for n in present
+                  if n.startswith(component + ".") and n.rsplit(".", 1)[1] in _MHA_PROJ}
+        return [f"{block}.{proj}" for block in sorted(blocks) for proj in _MHA_PROJ
+                if f"{block}.{proj}" not in present and f"{block}.{proj}" in self.modules]
 
     def kohya_key(self, name: str) -> str:
         """The kohya module key written for a canonical name (see ``formats.writer``)."""

@@ -31,8 +31,6 @@ from .safetensors_file import write_file
 
 OUTPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
-_MHA_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
-
 
 @dataclass
 class SavedFile:
@@ -136,23 +134,13 @@ def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[d
 
 def _pad_attention_blocks(a: archmod.Architecture, fused: FusedLora, entries: dict, notes: list[str]) -> None:
     """Give every OpenCLIP attention block with any of q/k/v/out all four (zero updates)."""
-    if a.name not in ("sd2", "sdxl"):
-        return
-    component = "te" if a.name == "sd2" else "te2"
-    present = set(entries) | set(fused.passthrough)
-    blocks = {n.rsplit(".", 1)[0] for n in present
-              if n.startswith(component + ".") and n.rsplit(".", 1)[1] in _MHA_PROJ}
-    for block in sorted(blocks):
-        for proj in _MHA_PROJ:
-            name = f"{block}.{proj}"
-            if name in present or name not in a.modules:
-                continue
-            spec = a.modules[name]
-            dt = next(iter(entries.values()))[0].dtype if entries else torch.float16
-            entries[name] = (torch.zeros(spec.out_features, 1, dtype=dt),
-                             torch.zeros(1, spec.in_features, dtype=dt), None, spec)
-            notes.append(f"{name}: added as a zero update so that A1111 applies the other projections "
-                         "of this attention block")
+    for name in a.attention_padding(set(entries) | set(fused.passthrough)):
+        spec = a.modules[name]
+        dt = next(iter(entries.values()))[0].dtype if entries else torch.float16
+        entries[name] = (torch.zeros(spec.out_features, 1, dtype=dt),
+                         torch.zeros(1, spec.in_features, dtype=dt), None, spec)
+        notes.append(f"{name}: added as a zero update so that A1111 applies the other projections "
+                     "of this attention block")
 
 
 def _merge_tag_frequency(content: dict[str, str], style: dict[str, str]) -> str | None:
