@@ -11,7 +11,6 @@ file out, with every step cached.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -132,13 +131,3 @@ class FusionService:
                            content_meta=content.metadata, style_meta=style.metadata)
         index.refresh()
         return saved
-
-    def forget_fused(self) -> int:
-        """Drop every cached fused result (e.g. when the model changes); returns how many."""
-        return self.caches.drop(lambda k: isinstance(k, tuple) and k and k[0] == "fused")
-
-
-def describe_file(path: str | os.PathLike) -> dict:
-    """Name, size and short hash of a saved file, for answers to the UI and the API."""
-    p = Path(path)
-    return {"name": p.stem, "file": p.name, "bytes": p.stat().st_size}
