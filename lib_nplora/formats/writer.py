@@ -40,7 +40,7 @@ class SavedFile:
     tensors: int
 
 
-def _refuse_parent(arch: archmod.Architecture, parent: str, parts: dict[str, FusedModule],
+def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedModule],
                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Fuse the parts' updates back into the parent weight's (up, down), exactly.
 
@@ -99,7 +99,7 @@ def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[d
         entries[name] = (up, down, m.bias, spec)
     for parent, parts in by_parent.items():
         dt = dtype or next(iter(parts.values())).up.dtype
-        up, down = _refuse_parent(a, parent, parts, dt)
+        up, down = _join_parts(a, parent, parts, dt)
         biases = [(a.modules[p], m.bias) for p, m in parts.items() if m.bias is not None]
         bias = None
         if biases:
