@@ -2,7 +2,7 @@
 
 Steps: safe read (``safetensors_file``) -> group tensors by module stem and role (``keys``) ->
 detect the base architecture from names, shapes and metadata -> resolve every stem to its
-canonical module, checking shapes -> convert to low-rank factors (``lycoris``) or keep as a
+canonical module, checking shapes -> convert to low-rank factors (``convert``) or keep as a
 passthrough module -> split FLUX fused weights into their parts.
 
 Nothing is dropped silently: unknown keys, wrong shapes, NaN/Inf values and incomplete modules
@@ -27,7 +27,7 @@ from ..arch import Architecture, ModuleSpec
 from ..errors import ArchitectureError, FormatError
 from ..lora import PASSTHROUGH_TYPES, LoraModule, LoraSet, LowRank
 from . import keys as K
-from . import lycoris
+from .convert import MAX_CONVERTED_RANK, convert
 from .safetensors_file import read_file, read_header
 
 #: Preference among architectures a file fits equally well (metadata decides first).
@@ -316,7 +316,7 @@ def _split_parts(a: Architecture, spec: ModuleSpec, module: LoraModule) -> list[
 
 
 def load_lora(path: str | os.PathLike, *, arch: str | None = None,
-              max_converted_rank: int = lycoris.MAX_CONVERTED_RANK) -> LoraSet:
+              max_converted_rank: int = MAX_CONVERTED_RANK) -> LoraSet:
     """Read a LoRA .safetensors file into canonical form.
 
     Args:
@@ -348,7 +348,7 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
                               path=path, module=stem)
         spec = a.modules[name]
         if g.kind in LOWRANK_KINDS:
-            conv = lycoris.convert(g.kind, g.roles, path=path, module=stem, max_rank=max_converted_rank)
+            conv = convert(g.kind, g.roles, path=path, module=stem, max_rank=max_converted_rank)
             f = conv.factors
             if swapped:
                 f = LowRank(_swap_halves(f.up), f.down, f.scale,
