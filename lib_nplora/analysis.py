@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .fusion.basis import compute_bases
-from .fusion.batching import batches, stack
+from .fusion.batching import pair_batches, stack
 from .fusion.merge import plan_fusion
 from .lora import LoraSet
 from .params import FuseParams
@@ -124,16 +124,8 @@ def analyze(content: LoraSet, style: LoraSet, params: FuseParams | None = None, 
     result = Analysis(content.arch, params.to_dict(), content.name, style.name,
                       content_only=len(plan.content_only), style_only=len(plan.style_only))
 
-    def key(n):
-        fs, fc = sm[n].factors, cm[n].factors
-        return fs.out_features, fs.in_features, fs.rank, fc.rank
-
-    def nbytes(n):
-        m, i, rs, rc = key(n)
-        return 4 * (rs + rc) * (m + i) * 3
-
     wc, ws = params.content_weight, params.style_weight
-    for _, chunk in batches(names, key, nbytes):
+    for _, chunk in pair_batches(names, sm, cm):
         b_c = stack([cm[n].factors.up for n in chunk], device)
         a_c = stack([cm[n].factors.down for n in chunk], device)
         b_s = stack([sm[n].factors.up for n in chunk], device)

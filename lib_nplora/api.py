@@ -52,7 +52,7 @@ def output_dtype(name: str | torch.dtype) -> torch.dtype:
 
 
 def _pair(content_path, style_path, cache: Caches | None):
-    return cache.load_pair(content_path, style_path) if cache else load_pair(content_path, style_path)
+    return load_pair(content_path, style_path, load=cache.load if cache else None)
 
 
 def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,

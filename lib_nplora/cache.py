@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from .formats.atomic import file_version
-from .formats.reader import ARCH_PREFERENCE, load_lora
+from .formats.reader import load_lora, load_pair
 from .fusion.basis import ModuleBasis, compute_bases
 from .lora import LoraSet
 
@@ -131,24 +131,14 @@ class Caches:
 
         return self.memo(key, make)
 
-    def load_pair(self, content_path, style_path) -> tuple[LoraSet, LoraSet]:
+    def load_pair(self, content_path, style_path, arch: str | None = None) -> tuple[LoraSet, LoraSet]:
         """``formats.reader.load_pair`` through the cache."""
-        from .formats.reader import load_pair
-
-        content, style = self.load(content_path), self.load(style_path)
-        if content.arch == style.arch:
-            return content, style
-        common = [n for n in ARCH_PREFERENCE if n in content.arch_candidates and n in style.arch_candidates]
-        if not common:
-            return load_pair(content_path, style_path)  # raises the mismatch error
-        target = common[0]
-        return (content if content.arch == target else self.load(content_path, target),
-                style if style.arch == target else self.load(style_path, target))
+        return load_pair(content_path, style_path, arch=arch, load=self.load)
 
     def _basis_key(self, lora: LoraSet, k, energy, device):
         return ("basis", lora.sha256, lora.arch, k, energy, str(device))
 
-    def lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]:
+    def _lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]:
         """The cached style bases of ``lora`` for (k, energy, device); empty if none."""
         with self._lock:
             hit = self._entries.get(self._basis_key(lora, k, energy, device))
@@ -159,7 +149,7 @@ class Caches:
             self.hits += 1
             return dict(hit[0])
 
-    def store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None:
+    def _store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None:
         """Add computed bases to the entry of (lora, k, energy, device)."""
         key = self._basis_key(lora, k, energy, device)
         with self._lock:
@@ -169,12 +159,14 @@ class Caches:
             self._put(key, merged, sum(b.nbytes() for b in merged.values()))
 
     def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
-        """Style bases for ``names`` of ``lora``, computing (and keeping) only the missing ones."""
-        have = self.lookup_bases(lora, k, energy, device)
+        """Style bases for ``names`` of ``lora``, computing (and keeping) only the missing ones.
+
+        The one way to the kept bases: the fusion and the analysis both ask here."""
+        have = self._lookup_bases(lora, k, energy, device)
         missing = [n for n in names if n not in have]
         if missing:
             new = compute_bases(lora, missing, k, energy, device)
-            self.store_bases(lora, k, energy, device, new)
+            self._store_bases(lora, k, energy, device, new)
             have.update(new)
         return have
 

@@ -44,10 +44,6 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _weight(text: str) -> float:
-    return float(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib_nplora",
                                 description="NP-LoRA: fuse a content LoRA and a style LoRA by null-space projection.")
@@ -68,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="style directions removed per module (default: the style's full numerical rank)")
     kk.add_argument("--energy", type=float, default=None,
                     help="beyond the paper: smallest k keeping this share of style energy, e.g. 0.9")
-    f.add_argument("--content-weight", type=_weight, default=1.0, metavar="W")
-    f.add_argument("--style-weight", type=_weight, default=1.0, metavar="W")
+    f.add_argument("--content-weight", type=float, default=1.0, metavar="W")
+    f.add_argument("--style-weight", type=float, default=1.0, metavar="W")
     f.add_argument("--scope", choices=("unet", "all"), default="unet",
                    help="project only the denoiser (default) or the text encoders too")
     f.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")

@@ -104,10 +104,6 @@ class FusedLora:
                           "p": self.params.to_dict(), "v": __version__}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def touches_text_encoder(self) -> bool:
-        names = list(self.modules) + list(self.passthrough)
-        return any(n.split(".", 1)[0].startswith("te") for n in names)
-
     def nbytes(self) -> int:
         return sum(m.nbytes() for m in self.modules.values()) + sum(
             m.nbytes() for m in self.passthrough.values())

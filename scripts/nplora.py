@@ -8,7 +8,8 @@ The WebUI imports this file with the extension folder on ``sys.path``; everythin
 import modules.scripts as scripts
 from modules import script_callbacks
 
+from lib_nplora.webui import callbacks as nplora_callbacks
 from lib_nplora.webui import script as nplora_script
 
 Script = nplora_script.make_script_class(scripts)
-nplora_script.register_callbacks(script_callbacks)
+nplora_callbacks.register_callbacks(script_callbacks)

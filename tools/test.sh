@@ -40,7 +40,8 @@ if [ $# -eq 0 ]; then
   echo "== UI build tests (gradio 3.41.2 environment)"
   rc=0
   .venv-gradio3/bin/python -m pytest -m ui tests || rc=$?
-  [ $rc -eq 5 ] && rc=0   # no UI tests collected yet is not a failure
+  # pytest's 5 (no tests collected) fails too: the UI tests must run under gradio 3 as well
+  [ $rc -eq 5 ] && echo "no UI tests (-m ui) were collected in .venv-gradio3" >&2
   [ $rc -ne 0 ] && status=$rc
 fi
 exit $status

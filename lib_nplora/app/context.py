@@ -1,14 +1,14 @@
 """What the tab, the REST API and the generation hook need from their surroundings.
 
-The WebUI entry script builds one ``HostContext`` over the host's LoRA list and loaded model;
-standalone mode (``python -m lib_nplora serve``) builds one over a folder. Everything
-host-specific stays behind these callables.
+A host either builds a ``HostContext`` from callables (standalone mode, ``python -m lib_nplora
+serve``, over a folder; tests) or *is* one: the WebUI's ``webui.runtime.Runtime`` subclasses it and
+answers from the host's LoRA list, loaded model and settings. Everything host-specific stays
+behind these methods.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
@@ -17,23 +17,50 @@ from .index import LoraIndex
 from .service import FusionService
 
 
-@dataclass
 class HostContext:
     """The surroundings of the NP-LoRA UI and API.
 
-    Attributes:
-        host: "a1111", "forge", "forge_ldm" or "standalone".
+    Args:
+        host: "a1111", "forge", "forge_ldm" or "standalone" (see ``host``).
         index: returns the current LoRA index (the host's list, or a folder).
-        service: fusion, analysis and saving through the shared caches.
-        model_arch: architecture of the loaded checkpoint ("sd1", "sdxl", ...) to filter LoRA
-            lists by; None when unknown or in standalone mode (list everything).
-        device: where fusion math runs (from the settings: auto / GPU / CPU).
-        defaults: the default parameters (from the settings: mu, k, scope).
+        service: fusion, analysis and saving through the shared caches (default: a new one over
+            the process-wide caches).
+        model_arch: returns the loaded checkpoint's architecture (default: None, unknown).
+        device: returns where fusion math runs (default: None, the CPU).
+        defaults: returns the default parameters (default: the library's).
     """
 
-    host: str
-    index: Callable[[], LoraIndex]
-    service: FusionService = field(default_factory=FusionService)
-    model_arch: Callable[[], str | None] = lambda: None
-    device: Callable[[], torch.device | None] = lambda: None
-    defaults: Callable[[], FuseParams] = FuseParams
+    def __init__(self, host: str, index: Callable[[], LoraIndex] | None = None,
+                 service: FusionService | None = None, model_arch: Callable[[], str | None] | None = None,
+                 device: Callable[[], torch.device | None] | None = None,
+                 defaults: Callable[[], FuseParams] | None = None):
+        self._host = host
+        self._index = index
+        self.service = service or FusionService()
+        self._model_arch = model_arch
+        self._device = device
+        self._defaults = defaults
+
+    @property
+    def host(self) -> str:
+        """Which host this is: "a1111", "forge", "forge_ldm" or "standalone"."""
+        return self._host
+
+    def index(self) -> LoraIndex:
+        """The current LoRA index; names resolve only through it."""
+        if self._index is None:
+            raise NotImplementedError("this HostContext has no LoRA index")
+        return self._index()
+
+    def model_arch(self) -> str | None:
+        """Architecture of the loaded checkpoint ("sd1", "sdxl", ...) to filter LoRA lists by;
+        None when unknown or in standalone mode (list everything)."""
+        return self._model_arch() if self._model_arch is not None else None
+
+    def device(self) -> torch.device | None:
+        """Where fusion math runs (from the settings: auto / GPU / CPU); None: the CPU."""
+        return self._device() if self._device is not None else None
+
+    def defaults(self) -> FuseParams:
+        """The default parameters (from the settings: mu, k, scope)."""
+        return self._defaults() if self._defaults is not None else FuseParams()

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..errors import NpLoraError, ParameterError
 from ..params import FuseParams
 from .index import check_name
 
 TAG = "nplora"
-_TAG_RE = re.compile(r"<(\w+):([^>]+)>")
 
 #: infotext labels (the image's "parameters" text) written and read back by the extension
 INFOTEXT = {
@@ -56,9 +55,6 @@ class FusionRequest:
     style: str
     params: FuseParams = field(default_factory=FuseParams)
     source: str = "ui"
-
-    def with_params(self, **changes) -> "FusionRequest":
-        return replace(self, params=self.params.with_(**changes))
 
     def tag(self) -> str:
         """The ``<nplora:…>`` tag that asks for exactly this (defaults left out).
@@ -203,39 +199,3 @@ def parse_items(items: list[str], tag: str | None = None, defaults: FuseParams |
     except ParameterError as e:
         raise ParameterError(f"{tag}: {e.problem}", hint=e.hint) from None
     return FusionRequest(content, style, params, source="prompt")
-
-
-def find_tags(prompt: str) -> list[list[str]]:
-    """Items of every ``<nplora:…>`` tag in a prompt, in order (the WebUIs' own tag regex)."""
-    return [m.group(2).split(":") for m in _TAG_RE.finditer(prompt or "") if m.group(1) == TAG]
-
-
-def strip_tags(prompt: str) -> str:
-    """The prompt without its ``<nplora:…>`` tags."""
-    return _TAG_RE.sub(lambda m: "" if m.group(1) == TAG else m.group(0), prompt or "")
-
-
-def from_infotext(params: dict[str, str]) -> FusionRequest | None:
-    """Rebuild a request from pasted image parameters (PNG Info -> Send to txt2img)."""
-    if params.get(INFOTEXT["enabled"]) not in ("True", "true") or INFOTEXT["content"] not in params:
-        return None
-    kw: dict = {}
-    try:
-        if INFOTEXT["mu"] in params:
-            kw["mu"] = float(params[INFOTEXT["mu"]])
-        if params.get(INFOTEXT["hard"]) in ("True", "true"):
-            kw["hard"] = True
-        if INFOTEXT["k"] in params:
-            kw["k"] = int(params[INFOTEXT["k"]])
-        if INFOTEXT["energy"] in params:
-            kw["energy"] = float(params[INFOTEXT["energy"]])
-        for f in ("content_weight", "style_weight"):
-            if INFOTEXT[f] in params:
-                kw[f] = float(params[INFOTEXT[f]])
-        for f in ("scope", "method"):
-            if INFOTEXT[f] in params:
-                kw[f] = params[INFOTEXT[f]]
-        return FusionRequest(params[INFOTEXT["content"]], params.get(INFOTEXT["style"], ""),
-                             FuseParams(**kw), source="infotext")
-    except (ValueError, NpLoraError):
-        return None

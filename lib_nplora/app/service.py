@@ -11,7 +11,6 @@ file out, with every step cached.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -91,9 +90,7 @@ class FusionService:
         """
         c_entry, s_entry = self.inputs(index, request)
         try:
-            if arch is None:
-                return self.caches.load_pair(c_entry.path, s_entry.path)
-            return self.caches.load(c_entry.path, arch), self.caches.load(s_entry.path, arch)
+            return self.caches.load_pair(c_entry.path, s_entry.path, arch)
         except MissingFileError as e:  # the name came from the LoRA list: the list is out of date
             raise e.listed() from None
 
@@ -143,13 +140,3 @@ class FusionService:
                            content_meta=content.metadata, style_meta=style.metadata)
         index.refresh()
         return saved
-
-    def forget_fused(self) -> int:
-        """Drop every cached fused result (e.g. when the model changes); returns how many."""
-        return self.caches.drop(lambda k: isinstance(k, tuple) and k and k[0] == "fused")
-
-
-def describe_file(path: str | os.PathLike) -> dict:
-    """Name, size and short hash of a saved file, for answers to the UI and the API."""
-    p = Path(path)
-    return {"name": p.stem, "file": p.name, "bytes": p.stat().st_size}

@@ -16,6 +16,7 @@ configs). Canonical names:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -65,6 +66,15 @@ _COMPONENT_ALIASES = {
 
 TEXT_ENCODER_COMPONENTS = ("te", "te1", "te2", "te3")
 
+#: The OpenCLIP text encoder (attention blocks with q/k/v/out projections), per architecture.
+_OPENCLIP_COMPONENT = {"sd2": "te", "sdxl": "te2"}
+_MHA_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def is_text_encoder(name: str) -> bool:
+    """Is the canonical module ``name`` (``te1.text_model.…``, ``unet.…``) in a text encoder?"""
+    return name.split(".", 1)[0] in TEXT_ENCODER_COMPONENTS
+
 
 def flat(name: str) -> str:
     """kohya spelling of a dotted path: every '.' becomes '_'."""
@@ -92,14 +102,6 @@ class ModuleSpec:
     parts: tuple[str, ...] = ()
 
     @property
-    def component(self) -> str:
-        return self.name.split(".", 1)[0]
-
-    @property
-    def is_text_encoder(self) -> bool:
-        return self.component in TEXT_ENCODER_COMPONENTS
-
-    @property
     def out_features(self) -> int:
         return self.shape[0]
 
@@ -112,10 +114,6 @@ class ModuleSpec:
         for s in self.shape[1:]:
             n *= s
         return n
-
-    @property
-    def kernel(self) -> tuple[int, int] | None:
-        return tuple(self.shape[2:4]) if self.kind == "conv" else None
 
 
 @dataclass
@@ -133,10 +131,6 @@ class Architecture:
     def label(self) -> str:
         return ARCH_LABELS[self.name]
 
-    @property
-    def components(self) -> set[str]:
-        return {s.component for s in self.modules.values()}
-
     def pipeline_component(self, prefix: str) -> str | None:
         """Canonical component for a diffusers pipeline prefix ("text_encoder_2" -> "te2")."""
         return _PIPELINE_COMPONENTS[self.name].get(prefix)
@@ -149,8 +143,21 @@ class Architecture:
         component = self.component_alias(component)
         return self.index.get((component, flat(path)))
 
-    def spec(self, name: str) -> ModuleSpec:
-        return self.modules[name]
+    def attention_padding(self, names: Iterable[str]) -> list[str]:
+        """The q/k/v/out projections missing from the OpenCLIP attention blocks (SD2's ``te``,
+        SDXL's ``te2``) that ``names`` touch, in block order.
+
+        A1111 holds each such block as one ``nn.MultiheadAttention`` and patches it only when one
+        network has all four projections, so writers and the A1111 adapter add these as zero updates.
+        """
+        component = _OPENCLIP_COMPONENT.get(self.name)
+        if component is None:
+            return []
+        present = set(names)
+        blocks = {n.rsplit(".", 1)[0] for n in present
+                  if n.startswith(component + ".") and n.rsplit(".", 1)[1] in _MHA_PROJ}
+        return [f"{block}.{proj}" for block in sorted(blocks) for proj in _MHA_PROJ
+                if f"{block}.{proj}" not in present and f"{block}.{proj}" in self.modules]
 
     def kohya_key(self, name: str) -> str:
         """The kohya module key written for a canonical name (see ``formats.writer``)."""
@@ -210,8 +217,12 @@ def get(name: str) -> Architecture:
     return _load_table(name)
 
 
-def all_architectures() -> list[Architecture]:
-    return [get(n) for n in ARCH_NAMES]
+def pair_mismatch(content_name: str, content_arch: str, style_name: str, style_arch: str) -> ArchitectureError:
+    """The error for a content and a style LoRA made for different base models (names both)."""
+    return ArchitectureError(
+        f"the content LoRA {content_name} is for {ARCH_LABELS.get(content_arch, content_arch)} but the style "
+        f"LoRA {style_name} is for {ARCH_LABELS.get(style_arch, style_arch)}; both must be made for the same "
+        "base model", hint="Pick two LoRAs trained on the same base model")
 
 
 def arch_from_metadata(metadata: dict[str, str]) -> str | None:

@@ -51,11 +51,14 @@ SUFFIX_ROLES: dict[str, str] = {
 }
 _SUFFIXES = sorted(SUFFIX_ROLES, key=len, reverse=True)
 
-#: The roles written back under their own suffix for passthrough modules (kohya/LyCORIS names).
-ROLE_SUFFIX = {
-    "down": ".lora_down.weight", "up": ".lora_up.weight", "mid": ".lora_mid.weight",
-    "ia3_weight": ".weight",
-}
+#: role -> the suffix a kohya / LyCORIS file writes it under (the inverse of SUFFIX_ROLES, in the
+#: spelling A1111's and Forge's loaders read): what passthrough modules are written back with.
+KOHYA_SUFFIX: dict[str, str] = {}
+for _suffix, _role in SUFFIX_ROLES.items():
+    if _suffix.startswith(".") and not _suffix.startswith((".lora_A", ".lora_B", ".lora.", ".lora_linear",
+                                                           ".down.", ".up.", ".lora_magnitude")):
+        KOHYA_SUFFIX.setdefault(_role, _suffix)
+KOHYA_SUFFIX["ia3_weight"] = ".weight"
 
 BUNDLE_PREFIX = "bundle_emb."
 

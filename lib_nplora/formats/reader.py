@@ -2,7 +2,7 @@
 
 Steps: safe read (``safetensors_file``) -> group tensors by module stem and role (``keys``) ->
 detect the base architecture from names, shapes and metadata -> resolve every stem to its
-canonical module, checking shapes -> convert to low-rank factors (``lycoris``) or keep as a
+canonical module, checking shapes -> convert to low-rank factors (``convert``) or keep as a
 passthrough module -> split FLUX fused weights into their parts.
 
 Nothing is dropped silently: unknown keys, wrong shapes, NaN/Inf values and incomplete modules
@@ -16,6 +16,7 @@ import math
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ..arch import Architecture, ModuleSpec
 from ..errors import ArchitectureError, FormatError
 from ..lora import PASSTHROUGH_TYPES, LoraModule, LoraSet, LowRank
 from . import keys as K
-from . import lycoris
+from .convert import MAX_CONVERTED_RANK, convert
 from .safetensors_file import read_file, read_header
 
 #: Preference among architectures a file fits equally well (metadata decides first).
@@ -315,7 +316,7 @@ def _split_parts(a: Architecture, spec: ModuleSpec, module: LoraModule) -> list[
 
 
 def load_lora(path: str | os.PathLike, *, arch: str | None = None,
-              max_converted_rank: int = lycoris.MAX_CONVERTED_RANK) -> LoraSet:
+              max_converted_rank: int = MAX_CONVERTED_RANK) -> LoraSet:
     """Read a LoRA .safetensors file into canonical form.
 
     Args:
@@ -347,7 +348,7 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
                               path=path, module=stem)
         spec = a.modules[name]
         if g.kind in LOWRANK_KINDS:
-            conv = lycoris.convert(g.kind, g.roles, path=path, module=stem, max_rank=max_converted_rank)
+            conv = convert(g.kind, g.roles, path=path, module=stem, max_rank=max_converted_rank)
             f = conv.factors
             if swapped:
                 f = LowRank(_swap_halves(f.up), f.down, f.scale,
@@ -382,32 +383,37 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
                    warnings=warnings)
 
 
-def load_pair(content_path, style_path, **kw) -> tuple[LoraSet, LoraSet]:
+def load_pair(content_path, style_path, *, arch: str | None = None,
+              load: Callable[..., LoraSet] | None = None, **kw) -> tuple[LoraSet, LoraSet]:
     """Read a content and a style LoRA that must share one base architecture.
 
-    A file that fits several architectures (e.g. a CLIP-L-only LoRA: SDXL or FLUX) is read
-    for the one the other file is made for.
+    A file that fits several architectures (e.g. a CLIP-L-only LoRA: SD1, SDXL or FLUX) is read
+    for the one the other file is made for, or for ``arch``.
+
+    Args:
+        arch: read both files for this architecture (the loaded model's); None: the one both fit,
+            by ``ARCH_PREFERENCE``.
+        load: reads one file, ``load(path, arch=None)`` (default ``load_lora`` with ``kw``;
+            ``cache.Caches.load`` reads through the cache).
 
     Raises:
         ArchitectureError: the two files were made for different base models (names both).
+        FormatError: a file does not fit ``arch`` (names the file and module), or as ``load_lora``.
     """
-    content = load_lora(content_path, **kw)
-    style = load_lora(style_path, **kw)
+    if load is None:
+        def load(path, arch=None):
+            return load_lora(path, arch=arch, **kw)
+    if arch is not None:
+        return load(content_path, arch=arch), load(style_path, arch=arch)
+    content, style = load(content_path), load(style_path)
     if content.arch == style.arch:
         return content, style
     common = [n for n in ARCH_PREFERENCE if n in content.arch_candidates and n in style.arch_candidates]
     if not common:
-        c_label, s_label = archmod.ARCH_LABELS[content.arch], archmod.ARCH_LABELS[style.arch]
-        raise ArchitectureError(
-            f"the content LoRA {content.name} is for {c_label} but the style LoRA {style.name} is for "
-            f"{s_label}; both must be made for the same base model",
-            hint="Pick two LoRAs trained on the same base model")
+        raise archmod.pair_mismatch(content.name, content.arch, style.name, style.arch)
     target = common[0]
-    if content.arch != target:
-        content = load_lora(content_path, arch=target, **kw)
-    if style.arch != target:
-        style = load_lora(style_path, arch=target, **kw)
-    return content, style
+    return (content if content.arch == target else load(content_path, arch=target),
+            style if style.arch == target else load(style_path, arch=target))
 
 
 @dataclass(frozen=True)

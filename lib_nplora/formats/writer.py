@@ -30,20 +30,10 @@ from .. import arch as archmod
 from ..fused import FusedLora, FusedModule
 from ..fusion.linalg import lowrank_svd
 from .atomic import check_output, is_temp_name, labelled_inputs, sweep_stale_temps  # noqa: F401  (re-exported)
-from .keys import SUFFIX_ROLES
+from .keys import KOHYA_SUFFIX
 from .safetensors_file import write_file
 
 OUTPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-# role -> suffix used when a passthrough module is written back (kohya / LyCORIS spelling)
-_ROLE_TO_SUFFIX: dict[str, str] = {}
-for _suffix, _role in SUFFIX_ROLES.items():
-    if _suffix.startswith(".") and not _suffix.startswith((".lora_A", ".lora_B", ".lora.", ".lora_linear",
-                                                           ".down.", ".up.", ".lora_magnitude")):
-        _ROLE_TO_SUFFIX.setdefault(_role, _suffix)
-_ROLE_TO_SUFFIX["ia3_weight"] = ".weight"
-
-_MHA_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 @dataclass
@@ -54,7 +44,7 @@ class SavedFile:
     tensors: int
 
 
-def _refuse_parent(arch: archmod.Architecture, parent: str, parts: dict[str, FusedModule],
+def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedModule],
                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Fuse the parts' updates back into the parent weight's (up, down), exactly.
 
@@ -113,7 +103,7 @@ def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[d
         entries[name] = (up, down, m.bias, spec)
     for parent, parts in by_parent.items():
         dt = dtype or next(iter(parts.values())).up.dtype
-        up, down = _refuse_parent(a, parent, parts, dt)
+        up, down = _join_parts(a, parent, parts, dt)
         biases = [(a.modules[p], m.bias) for p, m in parts.items() if m.bias is not None]
         bias = None
         if biases:
@@ -140,7 +130,7 @@ def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[d
         for role, t in mod.tensors.items():
             if role == "dora_scale" and t.dim() == 1:
                 t = t.reshape(-1, 1)  # PEFT's magnitude vector (out,) -> LyCORIS (out, 1)
-            out[key + _ROLE_TO_SUFFIX[role]] = t.detach().to("cpu").contiguous()
+            out[key + KOHYA_SUFFIX[role]] = t.detach().to("cpu").contiguous()
     for key in sorted(fused.extras):
         out[key] = fused.extras[key].detach().to("cpu").contiguous()
     return out, notes
@@ -148,23 +138,13 @@ def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[d
 
 def _pad_attention_blocks(a: archmod.Architecture, fused: FusedLora, entries: dict, notes: list[str]) -> None:
     """Give every OpenCLIP attention block with any of q/k/v/out all four (zero updates)."""
-    if a.name not in ("sd2", "sdxl"):
-        return
-    component = "te" if a.name == "sd2" else "te2"
-    present = set(entries) | set(fused.passthrough)
-    blocks = {n.rsplit(".", 1)[0] for n in present
-              if n.startswith(component + ".") and n.rsplit(".", 1)[1] in _MHA_PROJ}
-    for block in sorted(blocks):
-        for proj in _MHA_PROJ:
-            name = f"{block}.{proj}"
-            if name in present or name not in a.modules:
-                continue
-            spec = a.modules[name]
-            dt = next(iter(entries.values()))[0].dtype if entries else torch.float16
-            entries[name] = (torch.zeros(spec.out_features, 1, dtype=dt),
-                             torch.zeros(1, spec.in_features, dtype=dt), None, spec)
-            notes.append(f"{name}: added as a zero update so that A1111 applies the other projections "
-                         "of this attention block")
+    for name in a.attention_padding(set(entries) | set(fused.passthrough)):
+        spec = a.modules[name]
+        dt = next(iter(entries.values()))[0].dtype if entries else torch.float16
+        entries[name] = (torch.zeros(spec.out_features, 1, dtype=dt),
+                         torch.zeros(1, spec.in_features, dtype=dt), None, spec)
+        notes.append(f"{name}: added as a zero update so that A1111 applies the other projections "
+                     "of this attention block")
 
 
 def _merge_tag_frequency(content: dict[str, str], style: dict[str, str]) -> str | None:

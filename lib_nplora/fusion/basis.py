@@ -15,7 +15,7 @@ import torch
 
 from ..lora import LoraSet
 from . import linalg
-from .batching import batches, stack
+from .batching import module_batches, stack
 
 
 @dataclass
@@ -46,6 +46,11 @@ class ModuleBasis:
         return self.v.numel() * self.v.element_size() + self.s.numel() * self.s.element_size()
 
 
+def _svd_bytes(out: int, inn: int, rank: int) -> int:
+    """Float32 working set of one module's ``linalg.style_basis`` (QR of both factors, the small SVD)."""
+    return 4 * rank * (2 * out + 3 * inn + 2 * rank)
+
+
 def compute_bases(lora: LoraSet, names: Iterable[str], k: int | None = None,
                   energy: float | None = None, device=None) -> dict[str, ModuleBasis]:
     """Bases of the named low-rank modules of ``lora``.
@@ -60,17 +65,8 @@ def compute_bases(lora: LoraSet, names: Iterable[str], k: int | None = None,
         name -> ModuleBasis, on ``device``.
     """
     mods = lora.modules
-
-    def shape_key(n):
-        f = mods[n].factors
-        return f.out_features, f.in_features, f.rank
-
-    def item_bytes(n):
-        m, i, r = shape_key(n)
-        return 4 * r * (2 * m + 3 * i + 2 * r)
-
     out: dict[str, ModuleBasis] = {}
-    for _, chunk in batches(names, shape_key, item_bytes):
+    for _, chunk in module_batches(names, mods, _svd_bytes):
         up = stack([mods[n].factors.up for n in chunk], device)
         down = stack([mods[n].factors.down for n in chunk], device)
         v, s, rank, kept = linalg.style_basis(up, down, k, energy)

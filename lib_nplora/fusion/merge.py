@@ -24,23 +24,23 @@ from typing import Protocol
 import torch
 
 from .. import arch as archmod
-from ..errors import ArchitectureError, ParameterError, UnsupportedModuleError
+from ..errors import ParameterError, UnsupportedModuleError
 from ..fused import FusedLora, FusedModule, InputInfo
 from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
 from ..params import FuseParams
 from . import linalg
-from .basis import ModuleBasis
-from .batching import batches, stack
+from .basis import ModuleBasis, compute_bases
+from .batching import module_batches, pair_batches, stack
 
 Progress = Callable[[int, int], None]
 
 
 class BasisStore(Protocol):
-    """Where computed style bases are kept between fusions (``lib_nplora.cache.Caches``)."""
+    """Where style bases are kept between fusions and analyses (``lib_nplora.cache.Caches``)."""
 
-    def lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]: ...
-
-    def store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None: ...
+    def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
+        """The bases of ``names``: kept ones, the rest computed (``basis.compute_bases``) and kept."""
+        ...
 
 
 @dataclass
@@ -61,10 +61,6 @@ class FusionPlan:
     passthrough: list[tuple[LoraModule, float, str]] = field(default_factory=list)
 
 
-def _is_text_encoder(name: str) -> bool:
-    return name.split(".", 1)[0] in archmod.TEXT_ENCODER_COMPONENTS
-
-
 def _overlaps(name: str, other: dict) -> str | None:
     """Name of a module in ``other`` acting on the same weight as ``name`` (itself, parent or part)."""
     if name in other:
@@ -79,10 +75,7 @@ def _overlaps(name: str, other: dict) -> str | None:
 def plan_fusion(content: LoraSet, style: LoraSet, params: FuseParams) -> FusionPlan:
     """Pair the modules of the two inputs and decide what happens to each."""
     if content.arch != style.arch:
-        raise ArchitectureError(
-            f"the content LoRA {content.name} is for {archmod.ARCH_LABELS[content.arch]} but the style "
-            f"LoRA {style.name} is for {archmod.ARCH_LABELS[style.arch]}",
-            hint="Pick two LoRAs made for the same base model")
+        raise archmod.pair_mismatch(content.name, content.arch, style.name, style.arch)
     wc, ws = params.content_weight, params.style_weight
     if wc == 0 and ws == 0:
         raise ParameterError("both weights are 0: the result would be empty",
@@ -107,7 +100,7 @@ def plan_fusion(content: LoraSet, style: LoraSet, params: FuseParams) -> FusionP
             if hit is not None and other_w != 0 and other[hit].is_lowrank:
                 if side == "content" and w != 0:  # each pair is recorded once, from the content side
                     plan.pairs.append(name)
-                    if c > 0 and (params.scope == "all" or not _is_text_encoder(name)):
+                    if c > 0 and (params.scope == "all" or not archmod.is_text_encoder(name)):
                         plan.projected.add(name)
                 continue
             if w != 0:
@@ -188,27 +181,10 @@ def _bias(*terms) -> torch.Tensor | None:
 def _jobs(plan: FusionPlan, content: LoraSet, style: LoraSet):
     """Batches of equal-shaped modules: (origin, names, (out, in, output rank))."""
     cm, sm = content.modules, style.modules
-
-    def pair_key(n):
-        fs, fc = sm[n].factors, cm[n].factors
-        return fs.out_features, fs.in_features, fs.rank, fc.rank, n in plan.projected
-
-    def pair_bytes(n):
-        m, i, rs, rc, _ = pair_key(n)
-        return 4 * (rs + rc) * (m + i) * 3
-
-    for (m, n_in, rs, rc, _), chunk in batches(plan.pairs, pair_key, pair_bytes):
+    for (m, n_in, rs, rc, _), chunk in pair_batches(plan.pairs, sm, cm, split=lambda n: n in plan.projected):
         yield "fused", chunk, (m, n_in, rs + rc)
     for origin, names, mods in (("content", plan.content_only, cm), ("style", plan.style_only, sm)):
-        def one_key(n, mods=mods):
-            f = mods[n].factors
-            return f.out_features, f.in_features, f.rank
-
-        def one_bytes(n, mods=mods):
-            m, i, r = one_key(n)
-            return 4 * r * (m + i) * 3
-
-        for (m, n_in, r), chunk in batches(names, one_key, one_bytes):
+        for (m, n_in, r), chunk in module_batches(names, mods):
             yield origin, chunk, (m, n_in, r)
 
 
@@ -234,7 +210,7 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         dtype: dtype of the fused factors (float16, bfloat16 or float32).
         out_device: where the fused factors are put.
         cache: keeps style bases between calls (``cache.Caches``): a new mu then skips the SVD.
-            Without one, each batch's basis is computed from its stacked factors and dropped.
+            Without one, each batch's bases are computed (``basis.compute_bases``) and dropped.
         progress: called with (modules done, modules total).
 
     Returns:
@@ -247,8 +223,10 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
     fused = FusedLora(content.arch, params, InputInfo.of(content, wc), InputInfo.of(style, ws))
     fused.warnings += [f"content: {w}" for w in content.warnings] + [f"style: {w}" for w in style.warnings]
 
-    known = cache.lookup_bases(style, params.k, params.energy, device) if cache and plan.projected else {}
-    new_bases: dict[str, ModuleBasis] = {}
+    # with a store, every projected module's basis comes from it (computed there once per style
+    # file and k); without one, each batch's bases are computed and dropped
+    known = cache.bases(style, [n for n in plan.pairs if n in plan.projected], params.k, params.energy,
+                        device) if cache is not None and plan.projected else None
 
     jobs = list(_jobs(plan, content, style))
     total = sum(len(names) * m * r + len(names) * r * n for _, names, (m, n, r) in jobs)
@@ -276,15 +254,9 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
             b_s, a_s = factors([sm[n].factors.up for n in chunk]), factors([sm[n].factors.down for n in chunk])
             b_c, a_c = factors([cm[n].factors.up for n in chunk]), factors([cm[n].factors.down for n in chunk])
             if projected:
-                if all(n in known for n in chunk):
-                    v = torch.stack([known[n].v for n in chunk]).to(math_device)
-                    ks = [known[n].k for n in chunk]
-                else:
-                    b_s, a_s = stack(b_s, device), stack(a_s, device)
-                    v, sv, rank_t, kept = linalg.style_basis(b_s, a_s, params.k, params.energy)
-                    ks, ranks = kept.tolist(), rank_t.tolist()
-                    if cache is not None:
-                        new_bases.update({n: ModuleBasis(v[i], sv[i], ranks[i], ks[i]) for i, n in enumerate(chunk)})
+                bases = known if known is not None else compute_bases(style, chunk, params.k, params.energy, device)
+                v = torch.stack([bases[n].v for n in chunk]).to(math_device)
+                ks = [bases[n].k for n in chunk]
                 a_c = linalg.project_out(stack(a_c, device), v, c)
             s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=math_device)
             s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=math_device)
@@ -307,9 +279,6 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         done += g
         if progress:
             progress(done, len(plan.pairs) + len(plan.content_only) + len(plan.style_only))
-
-    if new_bases:
-        cache.store_bases(style, params.k, params.energy, device, new_bases)
 
     for mod, w, origin in plan.passthrough:
         src = content if origin == "content" else style

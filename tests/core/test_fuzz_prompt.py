@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib_nplora.errors import NpLoraError
-from lib_nplora.app.request import FusionRequest, find_tags, parse_items, strip_tags
+from lib_nplora.app.request import TAG, FusionRequest, parse_items
+from webui.standins.webui_modules import standin_parse_prompt
 
 WORDS = st.sampled_from(["dog", "ink", "..", "../x", "/etc/passwd", "C:\\x", "a/b", "", " ", "hard", "mu", "k",
                          "mu=0.5", "mu=-1", "mu=nan", "mu=inf", "mu=1e309", "k=0", "k=-4", "k=99999999999",
@@ -32,13 +33,17 @@ def test_tag_items_parse_or_fail_cleanly(items):
     for name in (req.content, req.style):
         assert name and "/" not in name and "\\" not in name and ".." not in name
     # the tag it writes parses back to the same request
-    again = parse_items(find_tags(req.tag())[0])
+    (found,) = standin_parse_prompt(req.tag())[TAG]  # as the WebUI finds and splits the tag
+    again = parse_items(found.items)
     assert (again.content, again.style, again.params) == (req.content, req.style, req.params)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
-def test_prompt_scanning_never_raises(prompt):
-    tags = find_tags(prompt)
-    assert isinstance(tags, list)
-    assert "<nplora:" not in strip_tags(prompt) or ">" not in prompt.split("<nplora:", 1)[1]
+def test_any_prompt_gives_requests_or_clean_errors(prompt):
+    """Whatever tags the WebUI finds in a prompt, each parses to a request or a project error."""
+    for params in standin_parse_prompt(prompt).get(TAG, []):
+        try:
+            assert isinstance(parse_items(params.items), FusionRequest)
+        except NpLoraError as e:
+            assert str(e)

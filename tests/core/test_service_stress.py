@@ -36,15 +36,14 @@ def test_long_sweep_memory_returns_to_baseline(folder):
     """20 μ × 3 k fusions: process memory afterwards is within 5 % of before (cache excluded)."""
     caches = Caches(max_bytes=64 << 20)
     service, index = FusionService(caches), DirectoryIndex(folder)
-    base = FusionRequest("dog", "ink")
     for warm in (None, 4):  # first use: imports, allocator, LAPACK workspaces and thread pools warm up
-        service.fuse(index, base.with_params(k=warm))
+        service.fuse(index, FusionRequest("dog", "ink", FuseParams(k=warm)))
     gc.collect()
     before = _rss() - caches.stats().bytes
     results = 0
     for k in (None, 4, 8):
         for i in range(20):
-            fused = service.fuse(index, base.with_params(mu=0.1 * (i + 1), k=k))
+            fused = service.fuse(index, FusionRequest("dog", "ink", FuseParams(mu=0.1 * (i + 1), k=k)))
             results += len(fused.modules)
             del fused
     gc.collect()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lib_nplora.webui import script as script_mod
+from lib_nplora.webui import callbacks as callbacks_mod
+from lib_nplora.webui import runtime as runtime_mod
 from webui.standins.webui_modules import (StandInScript, StandInScriptCallbacks, standin_extra_networks_module,
                                           standin_scripts_module, standin_shared_module, standin_xyz_module,
                                           standin_xyz_scripts_data)
@@ -38,7 +39,7 @@ def webui(monkeypatch):
                                  xyz=xyz_module)
 
 
-class NoHostRuntime(script_mod.Runtime):
+class NoHostRuntime(runtime_mod.Runtime):
     def __init__(self):
         super().__init__(adapter_factory=lambda: None, opts=lambda: None, host_device=lambda: None,
                          printer=lambda s: None)
@@ -48,7 +49,7 @@ class NoHostRuntime(script_mod.Runtime):
 
 
 def test_entry_file_defines_one_script_and_registers_callbacks(webui, monkeypatch):
-    monkeypatch.setattr(script_mod, "_runtime", NoHostRuntime())
+    monkeypatch.setattr(runtime_mod, "_runtime", NoHostRuntime())
     namespace = runpy.run_path(str(ROOT / "scripts" / "nplora.py"))
     classes = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, StandInScript)]
     assert len(classes) == 1 and classes[0]().title() == "NP-LoRA"  # the WebUI registers every Script subclass
@@ -74,7 +75,7 @@ def test_tab_and_rest_are_registered(webui):
 
     callbacks = StandInScriptCallbacks()
     rt = NoHostRuntime()
-    script_mod.register_callbacks(callbacks, get_runtime=lambda: rt)
+    callbacks_mod.register_callbacks(callbacks, get_runtime=lambda: rt)
     (ui_tabs,) = callbacks.callbacks["ui_tabs"]
     ((blocks, title, elem_id),) = ui_tabs()
     assert (title, elem_id) == ("NP-LoRA", "nplora_tab") and isinstance(blocks, gr.Blocks)
@@ -94,7 +95,7 @@ def test_model_loaded_callback_forgets_host_objects(webui):
 
     callbacks = StandInScriptCallbacks()
     rt = Rt()
-    script_mod.register_callbacks(callbacks, get_runtime=lambda: rt)
+    callbacks_mod.register_callbacks(callbacks, get_runtime=lambda: rt)
     callbacks.callbacks["model_loaded"][0]("new model")
     assert forgot == ["new model"]
 

@@ -22,7 +22,8 @@ from lib_nplora.webui.accordion import UiValues
 from lib_nplora.webui.hosts import forge as forge_host
 from lib_nplora.webui.hosts.a1111 import Adapter
 from lib_nplora.app.request import INFOTEXT, FusionRequest
-from lib_nplora.webui.script import Runtime
+from lib_nplora.webui import hooks
+from lib_nplora.webui.runtime import Runtime
 from lib_nplora.app.service import FusionService
 from webui.standins import forge_backend as fb
 from webui.standins.a1111_lora import StandInNetworks, StandInSdModel, network, snapshot
@@ -57,11 +58,11 @@ def run_job(rt, networks, sd_model, prompt="", ui=UiValues(), **xyz):
     p = StandInProcessing(sd_model, prompt)
     for k, v in xyz.items():
         setattr(p, f"nplora_{k}", v)
-    rt.begin_job(p, ui)
+    hooks.begin_job(rt, p, ui)
     networks.loaded_networks.clear()
-    applied = rt.on_pass(p, standin_parse_prompt(prompt))
+    applied = hooks.on_pass(rt, p, standin_parse_prompt(prompt))
     networks.forward_all(sd_model)
-    rt.end_job(p)
+    hooks.end_job(rt, p)
     return p, applied
 
 
@@ -161,12 +162,12 @@ def test_generations_while_the_api_fuses_and_analyzes(host, lora_dir):
     # the weights one job leaves during sampling, measured alone
     for mu in (0.5, 2.0):
         p = StandInProcessing(model, "")
-        rt.begin_job(p, UiValues(enabled=True, content="content", style="style", mu=mu))
+        hooks.begin_job(rt, p, UiValues(enabled=True, content="content", style="style", mu=mu))
         networks.loaded_networks.clear()
-        rt.on_pass(p, {})
+        hooks.on_pass(rt, p, {})
         networks.forward_all(model)
         quiet[mu] = snapshot(model)
-        rt.end_job(p)
+        hooks.end_job(rt, p)
     rt.service.caches.clear()
 
     errors, sampled = [], {}
@@ -185,12 +186,12 @@ def test_generations_while_the_api_fuses_and_analyzes(host, lora_dir):
     def generate():
         for mu in (0.5, 2.0, 0.5):
             p = StandInProcessing(model, "")
-            rt.begin_job(p, UiValues(enabled=True, content="content", style="style", mu=mu))
+            hooks.begin_job(rt, p, UiValues(enabled=True, content="content", style="style", mu=mu))
             networks.loaded_networks.clear()
-            rt.on_pass(p, {})
+            hooks.on_pass(rt, p, {})
             networks.forward_all(model)
             sampled.setdefault(mu, []).append(snapshot(model))
-            rt.end_job(p)
+            hooks.end_job(rt, p)
 
     def save(name, mu):
         ctx.service.save(ctx.index(), FusionRequest("content", "style", FuseParams(mu=mu)), name)
@@ -224,14 +225,14 @@ def test_fp8_with_the_fp16_weight_cache_tells_the_user_that_other_loras_are_drop
     adapter._devices.fp8 = True
     shared.opts.cache_fp16_weight = True
     p = StandInProcessing(shared.sd_model, "<lora:mine:1> <nplora:content:style>")
-    rt.begin_job(p, UiValues())
+    hooks.begin_job(rt, p, UiValues())
     networks.loaded_networks[:] = [StandInNetwork("mine", None)]  # the user's <lora:mine:1>
-    applied = rt.on_pass(p, standin_parse_prompt(p.prompt))
+    applied = hooks.on_pass(rt, p, standin_parse_prompt(p.prompt))
     assert applied is not None and p.extra_generation_params[INFOTEXT["enabled"]] == "True"
     warning = p.extra_generation_params[INFOTEXT["warning"]]
     assert "only the last network" in warning and "mine" in warning
     assert any("only the last network" in line for line in printed)
-    rt.end_job(p)
+    hooks.end_job(rt, p)
 
 
 # ---------------------------------------------------------------------------- Forge

@@ -7,13 +7,14 @@ import pytest
 from lib_nplora.errors import ParameterError
 from lib_nplora.params import FuseParams
 from lib_nplora.app.index import LoraNameError
-from lib_nplora.app.request import (INFOTEXT, FusionRequest, PromptTagError, find_tags, from_infotext,
-                                      parse_items, strip_tags)
+from lib_nplora.app.request import FusionRequest, PromptTagError, parse_items
+from webui.standins.webui_modules import standin_parse_prompt
 
 
 def items(tag: str) -> list[str]:
-    (found,) = find_tags(tag)
-    return found
+    """The tag's items as the WebUI hands them over (``extra_networks.parse_prompt``)."""
+    (found,) = standin_parse_prompt(tag)["nplora"]
+    return found.items
 
 
 def test_minimal_tag_uses_the_papers_defaults():
@@ -68,17 +69,8 @@ def test_a_name_no_tag_can_carry_is_refused_not_written_wrong(name):
             parse_items(["dog", name])
 
 
-def test_infotext_round_trip():
-    for p in (FuseParams(mu=0.75, k=12), FuseParams(hard=True, scope="all"), FuseParams(method="direct")):
-        r = FusionRequest("c", "s", p)
-        back = from_infotext(r.infotext())
-        assert back is not None and back.params == p and (back.content, back.style) == ("c", "s")
-    assert from_infotext({"Steps": "20"}) is None
-    assert from_infotext({INFOTEXT["enabled"]: "True", INFOTEXT["content"]: "c", INFOTEXT["mu"]: "nan"}) is None
-
-
-def test_strip_tags_keeps_other_tags():
-    assert strip_tags("a <nplora:x:y> b <lora:z:1>") == "a  b <lora:z:1>"
+# Infotext round trips go through the WebUI's paste into the accordion: test_webui_ui.py
+# (test_pasted_infotext_restores_the_accordion, test_pasting_an_image_without_np_lora_turns_it_off).
 
 
 @pytest.mark.parametrize("tag,error,match", [

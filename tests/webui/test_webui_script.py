@@ -12,7 +12,10 @@ from lib_nplora.webui import script as script_mod
 from lib_nplora.webui.accordion import UiValues
 from lib_nplora.webui.hosts.a1111 import Adapter
 from lib_nplora.app.request import INFOTEXT, FusionRequest
-from lib_nplora.webui.script import Runtime
+from lib_nplora.webui import hooks
+from lib_nplora.webui import runtime as runtime_mod
+from lib_nplora.webui.runtime import Runtime
+from lib_nplora.app.context import HostContext
 from lib_nplora.app.service import FusionService
 from webui.standins.a1111_lora import StandInNetwork, StandInNetworks, StandInSdModel, network, snapshot
 from webui.standins.webui_modules import (StandInDevices, StandInOptions, StandInProcessing, StandInShared,
@@ -41,9 +44,9 @@ def job(rt, prompt="", ui=UiValues(), **xyz):
     p = StandInProcessing(rt.test["sd_model"], prompt)
     for k, v in xyz.items():
         setattr(p, f"nplora_{k}", v)
-    rt.begin_job(p, ui)
+    hooks.begin_job(rt, p, ui)
     rt.test["networks"].loaded_networks.clear()
-    applied = rt.on_pass(p, standin_parse_prompt(prompt))
+    applied = hooks.on_pass(rt, p, standin_parse_prompt(prompt))
     return p, applied
 
 
@@ -116,9 +119,9 @@ def test_off_restores_the_model_exactly(rt):
 def test_problems_become_warnings_and_the_image_is_made_without_np_lora(rt, prompt, ui, match):
     user = StandInNetwork("users_lora", None)
     p = StandInProcessing(rt.test["sd_model"], prompt)
-    rt.begin_job(p, ui)
+    hooks.begin_job(rt, p, ui)
     rt.test["networks"].loaded_networks[:] = [user]
-    assert rt.on_pass(p, standin_parse_prompt(prompt)) is None
+    assert hooks.on_pass(rt, p, standin_parse_prompt(prompt)) is None
     assert rt.test["networks"].loaded_networks == [user]  # other LoRAs keep working
     warning = p.extra_generation_params[INFOTEXT["warning"]]
     assert match in warning and "without NP-LoRA" in warning
@@ -143,7 +146,7 @@ def test_cond_caches_are_fresh_only_when_the_text_encoder_changes(rt):
     assert p.cached_c is not shared_c and p.cached_c == [None, None] and p.cached_hr_uc == [None, None]
     assert StandInProcessing.cached_c is shared_c  # the class-level cache is left alone
     p.cached_c[0] = "conds of this fusion"
-    rt.on_pass(p, standin_parse_prompt("<nplora:te_content:te_style:scope=all>"))  # hires pass, same fusion
+    hooks.on_pass(rt, p, standin_parse_prompt("<nplora:te_content:te_style:scope=all>"))  # hires pass, same fusion
     assert p.cached_c[0] == "conds of this fusion"
 
 
@@ -152,9 +155,9 @@ def test_hires_and_batches_reuse_the_network(rt):
     net = ours(rt)[0]
     for _ in range(3):
         rt.test["networks"].loaded_networks.clear()  # the builtin clears on every activation
-        again = rt.on_pass(p, {})
+        again = hooks.on_pass(rt, p, {})
         assert again.ident == first.ident and ours(rt) == [net]
-    rt.end_job(p)
+    hooks.end_job(rt, p)
     assert ours(rt) == []
 
 
@@ -163,8 +166,8 @@ def test_xyz_cells_do_not_inherit_each_others_infotext(rt):
     shared_params = p.extra_generation_params
     cell = StandInProcessing(rt.test["sd_model"])
     cell.extra_generation_params = shared_params  # copy(p) shares the dict
-    rt.begin_job(cell, UI_ON)
-    rt.on_pass(cell, {})
+    hooks.begin_job(rt, cell, UI_ON)
+    hooks.on_pass(rt, cell, {})
     assert INFOTEXT["warning"] not in shared_params and shared_params[INFOTEXT["enabled"]] == "True"
 
 
@@ -194,8 +197,8 @@ def test_no_host_gives_a_warning_not_a_crash(lora_dir):
     printed = []
     rt = Runtime(adapter_factory=broken, opts=lambda: None, host_device=lambda: None, printer=printed.append)
     p = StandInProcessing(None, "<nplora:a:b>")
-    rt.begin_job(p, UiValues())
-    assert rt.on_pass(p, standin_parse_prompt("<nplora:a:b>")) is None
+    hooks.begin_job(rt, p, UiValues())
+    assert hooks.on_pass(rt, p, standin_parse_prompt("<nplora:a:b>")) is None
     assert "built-in Lora extension" in p.extra_generation_params[INFOTEXT["warning"]]
     assert rt.lora_names() == []
 
@@ -212,6 +215,7 @@ def test_unexpected_errors_are_reported_and_np_lora_stays_off(rt, monkeypatch):
 
 def test_context_for_the_tab_and_rest_api(rt):
     ctx = rt.context()
+    assert ctx is rt and isinstance(ctx, HostContext)  # the runtime is the context, not a copy
     assert ctx.host == "a1111" and ctx.model_arch() == "sd1"
     assert ctx.index().names(ctx.model_arch()) == ["content", "style", "te_content", "te_style"]
     assert ctx.device() == torch.device("cpu") and ctx.service is rt.service
@@ -234,7 +238,7 @@ def test_settings_default_mu_applies_to_tags(lora_dir, rt):
 
 
 def test_runtime_singleton():
-    assert script_mod.runtime() is script_mod.runtime()
+    assert runtime_mod.runtime() is runtime_mod.runtime()
 
 
 def test_fusion_inside_inference_mode_gives_normal_tensors(rt):

@@ -11,7 +11,9 @@ from lib_nplora.params import FuseParams
 from lib_nplora.webui import accordion
 from lib_nplora.webui.accordion import ARG_NAMES, UiValues
 from lib_nplora.app.request import FusionRequest
-from lib_nplora.webui.script import Runtime, make_script_class, request_for_pass
+from lib_nplora.webui.precedence import request_for_pass
+from lib_nplora.webui.runtime import Runtime
+from lib_nplora.webui.script import make_script_class
 from lib_nplora.app.service import FusionService
 from webui.standins.webui_modules import StandInOptions, standin_scripts_module, standin_ui_components
 

@@ -12,7 +12,7 @@ One adapter per host family, each in its own module:
 
 The host is recognised by what it can do (a Forge patcher backend importable, or the A1111
 network apply path), never by a version string. Every adapter has the interface of
-``HostAdapter``; the generation hook (``webui.script``) talks only to that.
+``HostAdapter``; the generation hooks (``webui.hooks``) talk only to that.
 """
 
 from __future__ import annotations

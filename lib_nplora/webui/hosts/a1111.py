@@ -33,7 +33,9 @@ from collections import OrderedDict
 
 import torch
 
-from ...arch import flat
+from ...arch import flat, is_text_encoder
+from ...arch import get as get_arch
+from ...formats.keys import KOHYA_SUFFIX
 from ...fused import FusedLora
 from ...fusion.linalg import float32_math
 from . import Applied, HostAdapter, HostError
@@ -42,7 +44,6 @@ MAX_CACHED_NETWORKS = 4
 NAME_PREFIX = "nplora_"
 
 _MHA_PART = re.compile(r"(.*_attn)_(q|k|v|out)_proj$")
-_MHA_PARTS = ("q", "k", "v", "out")
 _OPENCLIP_LAYER = re.compile(r"encoder\.layers\.(\d+)\.(.+)")
 _OPENCLIP_NAMES = {
     "self_attn.q_proj": "attn_q_proj", "self_attn.k_proj": "attn_k_proj",
@@ -50,10 +51,6 @@ _OPENCLIP_NAMES = {
     "mlp.fc1": "mlp_c_fc", "mlp.fc2": "mlp_c_proj",
     "layer_norm1": "ln_1", "layer_norm2": "ln_2",
 }
-
-#: passthrough roles -> the weight names A1111's module types read (network_*.py)
-_ROLE_TO_A1111 = {"up": "lora_up.weight", "down": "lora_down.weight", "mid": "lora_mid.weight",
-                  "ia3_weight": "weight"}
 
 
 def layer_name(canonical: str, arch: str) -> str | None:
@@ -162,7 +159,7 @@ def build_network(fused: FusedLora, networks, network_module, sd_model, name: st
 
     unmapped: list[str] = []
     misfit: list[str] = []
-    mha_blocks: dict[str, set[str]] = {}
+    added: list[str] = []
     touches_te = False
 
     def target(key: str):
@@ -181,7 +178,7 @@ def build_network(fused: FusedLora, networks, network_module, sd_model, name: st
 
     for canonical, mod in fused.modules.items():
         key = layer_name(canonical, fused.arch)
-        sd_module, block = target(key) if key else (None, None)
+        sd_module, _ = target(key) if key else (None, None)
         if sd_module is None:
             unmapped.append(canonical)
             continue
@@ -190,21 +187,17 @@ def build_network(fused: FusedLora, networks, network_module, sd_model, name: st
             misfit.append(canonical)
             continue
         add(key, sd_module, mod.up, mod.down, mod.bias)
-        touches_te = touches_te or not canonical.startswith("unet.")
-        if block:
-            mha_blocks.setdefault(block, set()).add(key[len(block) + 1:].split("_")[0])
+        touches_te = touches_te or is_text_encoder(canonical)
+        added.append(canonical)
 
     applied = len(net.modules)
-    for block, present in mha_blocks.items():
-        for part in _MHA_PARTS:
-            if part in present:
-                continue
-            key = f"{block}_{part}_proj"
-            sd_module, _ = target(key)
-            shape = _target_shape(sd_module, key) if sd_module is not None else None
-            if shape is None:
-                continue
-            add(key, sd_module, torch.zeros(shape[0], 1), torch.zeros(1, math.prod(shape[1:])), None)
+    for canonical in get_arch(fused.arch).attention_padding(added):
+        key = layer_name(canonical, fused.arch)
+        sd_module, block = target(key) if key else (None, None)
+        shape = _target_shape(sd_module, key) if block is not None and sd_module is not None else None
+        if shape is None:
+            continue
+        add(key, sd_module, torch.zeros(shape[0], 1), torch.zeros(1, math.prod(shape[1:])), None)
 
     before = len(net.modules)
     warnings, pt_te = _passthrough(fused, networks, network_module, net, mapping, unmapped)
@@ -240,7 +233,7 @@ def _passthrough(fused: FusedLora, networks, network_module, net, mapping,
         for role, t in mod.tensors.items():
             if role == "dora_scale" and t.dim() == 1:
                 t = t.reshape(-1, 1)
-            w[_ROLE_TO_A1111.get(role, role)] = t
+            w[KOHYA_SUFFIX[role][1:]] = t  # the weight names A1111's network_*.py read
         weights = network_module.NetworkWeights(network_key=key, sd_key=key, w=w, sd_module=sd_module)
         created = None
         for module_type in networks.module_types:
@@ -251,7 +244,7 @@ def _passthrough(fused: FusedLora, networks, network_module, net, mapping,
             warnings.append(f"{canonical}: the WebUI cannot apply this {mod.kind} module; skipped")
             continue
         net.modules[key] = created
-        touches_te = touches_te or not canonical.startswith("unet.")
+        touches_te = touches_te or is_text_encoder(canonical)
     return warnings, touches_te
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import FormatError, UnsupportedModuleError
+from ..errors import FormatError
 from ..fusion.linalg import lowrank_svd, numerical_rank
 from ..lora import LowRank
 
@@ -214,7 +214,3 @@ def convert(kind: str, tensors: dict, *, path, module: str, max_rank: int = MAX_
     except (ValueError, RuntimeError) as e:
         raise FormatError(f"{kind} module has inconsistent tensors ({e})", path=path, module=module,
                           hint="The file is corrupt or uses an unknown variant") from None
-
-
-def unsupported(kind: str, *, path, module: str) -> UnsupportedModuleError:
-    return UnsupportedModuleError(f"{kind} modules cannot be fused", path=path, module=module)
