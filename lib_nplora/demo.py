@@ -81,7 +81,7 @@ def targets(arch: archmod.Architecture) -> list[archmod.ModuleSpec]:
         if spec.kind == "norm" or spec.parent is not None or spec.parts:
             continue
         name = spec.name
-        if spec.component == "unet":
+        if not archmod.is_text_encoder(name):
             if ".transformer_blocks." in name or name.endswith((".proj_in", ".proj_out")):
                 out.append(spec)
         elif _TE_TARGET.search(name):
@@ -223,7 +223,7 @@ def verify(content_path, style_path, fused_path, params: FuseParams, sample=_SAM
         _, s, vh = torch.linalg.svd(dws, full_matrices=False)
         rank = int((s > max(dws.shape) * torch.finfo(torch.float32).eps * s[0]).sum())
         vk = vh[:rank].T  # (in, k)
-        projected = params.scope == "all" or not archmod.get(content.arch).spec(name).is_text_encoder
+        projected = params.scope == "all" or not archmod.is_text_encoder(name)
         c = params.c if projected else 0.0
         expected = ws * dws + wc * (dwc - c * (dwc @ vk) @ vk.T)
         err = float((dense["f"] - expected).norm() / expected.norm())
