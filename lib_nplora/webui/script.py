@@ -37,7 +37,7 @@ from ..errors import ArchitectureError, NpLoraError, ParameterError
 from ..fused import FusedLora
 from ..params import FuseParams
 from . import accordion, settings as settings_mod, xyz
-from .accordion import UiValues, parse_k
+from .accordion import UiValues
 from ..app.context import HostContext
 from .hosts import Applied, HostAdapter, HostError
 from ..app.index import LoraEntry, LoraIndex, LoraNameError
@@ -84,16 +84,13 @@ def request_for_pass(ui: UiValues, tag_items: list[list[str]], overrides: dict,
                 not ui.style and "nplora_style" not in overrides):
             raise LoraNameError("NP-LoRA is on but the content or the style LoRA is not chosen",
                                 hint="Pick both in the NP-LoRA accordion")
-        params = FuseParams(mu=float(ui.mu), hard=bool(ui.hard), k=parse_k(ui.k),
-                            content_weight=float(ui.content_weight), style_weight=float(ui.style_weight),
-                            scope=str(ui.scope), method=str(ui.method))
+        params = FuseParams.from_values(defaults, **ui.params())  # the accordion's values, else the settings'
         request = FusionRequest(str(ui.content or ""), str(ui.style or ""), params, source="ui")
     if request is None:
         return None, notes
     if overrides:
-        changes = xyz.param_changes(overrides)
         try:
-            params = request.params.with_(**changes)
+            params = request.params.with_(**xyz.param_changes(overrides))
         except ParameterError as e:
             raise ParameterError(f"X/Y/Z plot: {e.problem}", hint=e.hint) from None
         request = FusionRequest(str(overrides.get("nplora_content", request.content)),
@@ -351,8 +348,7 @@ class Runtime:
             self.warn(p, job, w)
         if fused.digest not in job.announced:
             job.announced.add(fused.digest)
-            how = "direct merge" if fused.params.method == "direct" else (
-                "hard projection" if fused.params.hard else f"mu {fused.params.mu:g}")
+            how = fused.params.label()
             k = "full rank" if fused.params.k is None else f"k {fused.params.k}"
             self.print(f"{LOG_PREFIX} {fused.content.name} + {fused.style.name} ({how}, {k}, "
                        f"{fused.params.scope}): {applied.modules} weights via {applied.ident}; "
