@@ -261,7 +261,7 @@ def test_accordion_argument_order_is_the_shipped_one():
 
 
 def test_tab_has_each_ui_row(tmp_path):
-    gr = pytest.importorskip("gradio")
+    pytest.importorskip("gradio")
     from lib_nplora.app.context import HostContext
     from lib_nplora.app.index import DirectoryIndex
     from lib_nplora.app.tab import FIELDS, _request, build_tab, elem_id
