@@ -14,7 +14,7 @@ from collections import Counter
 
 from . import __version__
 from .errors import NpLoraError
-from .params import DEFAULT_MU, FuseParams
+from .params import FUSE_PARAMS, FuseParams, Param
 
 
 class ProgressBar:
@@ -44,6 +44,34 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _option(p: Param) -> dict:
+    """A table row as ``add_argument`` keyword arguments (by the row's kind)."""
+    kw = {"dest": p.name, "help": p.cli_help or p.doc}
+    if p.cli_const is not None:
+        return dict(kw, action="store_const", const=p.cli_const, default=None)
+    if p.kind == "flag":
+        return dict(kw, action="store_true")
+    if p.kind == "choice":
+        return dict(kw, choices=p.choices, default=None)
+    kw.update(type=float if p.kind == "number" else int, default=None)
+    return dict(kw, metavar=p.metavar) if p.metavar else kw
+
+
+def add_param_options(parser: argparse.ArgumentParser, params) -> None:
+    """One option per table row (``params.PARAMS``); rows of one ``group`` exclude each other.
+    Unset options are None: ``FuseParams.from_values`` gives them their defaults."""
+    groups: dict = {}
+    for p in params:
+        if p.cli_flag is None:
+            continue
+        target = parser
+        if p.group:
+            if p.group not in groups:
+                groups[p.group] = parser.add_mutually_exclusive_group()
+            target = groups[p.group]
+        target.add_argument(p.cli_flag, **_option(p))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib_nplora",
                                 description="NP-LoRA: fuse a content LoRA and a style LoRA by null-space projection.")
@@ -54,20 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("content", help="content (subject) LoRA, .safetensors")
     f.add_argument("style", help="style LoRA, .safetensors")
     f.add_argument("-o", "--output", required=True, help="output .safetensors file")
-    mode = f.add_mutually_exclusive_group()
-    mode.add_argument("--mu", type=float, default=DEFAULT_MU,
-                      help=f"soft projection strength mu >= 0, c = mu/(1+mu) (default {DEFAULT_MU}, the paper's)")
-    mode.add_argument("--hard", action="store_true", help="hard projection (c = 1, NP-LoRA-H)")
-    mode.add_argument("--direct", action="store_true", help="plain weighted merge, no projection (c = 0)")
-    kk = f.add_mutually_exclusive_group()
-    kk.add_argument("--k", type=int, default=None,
-                    help="style directions removed per module (default: the style's full numerical rank)")
-    kk.add_argument("--energy", type=float, default=None,
-                    help="beyond the paper: smallest k keeping this share of style energy, e.g. 0.9")
-    f.add_argument("--content-weight", type=float, default=1.0, metavar="W")
-    f.add_argument("--style-weight", type=float, default=1.0, metavar="W")
-    f.add_argument("--scope", choices=("unet", "all"), default="unet",
-                   help="project only the denoiser (default) or the text encoders too")
+    add_param_options(f, FUSE_PARAMS)
     f.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     f.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16", help="output dtype")
     f.add_argument("--name", default=None, help="ss_output_name / title (default: output file name)")
@@ -80,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="how much the content overlaps the style's principal subspace")
     a.add_argument("content")
     a.add_argument("style")
-    a.add_argument("--k", type=int, default=None)
-    a.add_argument("--energy", type=float, default=None)
-    a.add_argument("--scope", choices=("unet", "all"), default="unet")
+    add_param_options(a, [p for p in FUSE_PARAMS if p.analysis])
     a.add_argument("--device", default="auto")
     a.add_argument("--json", dest="json_file", default=None, metavar="FILE",
                    help="also write the per-module numbers as JSON (never over an input)")
@@ -100,9 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _params(ns) -> FuseParams:
-    return FuseParams(
-        mu=ns.mu, hard=ns.hard, method="direct" if ns.direct else "nplora", k=ns.k, energy=ns.energy,
-        content_weight=ns.content_weight, style_weight=ns.style_weight, scope=ns.scope)
+    """The parameters a command's options give (the others: the library's defaults)."""
+    return FuseParams.from_values(None, **{p.name: getattr(ns, p.name) for p in FUSE_PARAMS if hasattr(ns, p.name)})
 
 
 def cmd_fuse(ns) -> int:
@@ -185,7 +197,7 @@ def cmd_analyze(ns) -> int:
     inputs = labelled_inputs(ns.content, ns.style)
     if ns.json_file:  # refuse a bad report file before the work
         check_output(ns.json_file, inputs=inputs, overwrite=ns.force)
-    params = FuseParams(k=ns.k, energy=ns.energy, scope=ns.scope)
+    params = _params(ns)
     result = analyze_files(ns.content, ns.style, params, device=ns.device)
     print(format_analysis(result))
     if ns.json_file:

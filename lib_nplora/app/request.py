@@ -22,19 +22,15 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import NpLoraError, ParameterError
-from ..params import FuseParams
+from ..params import BOOL_WORDS, FUSE_PARAMS, K_FULL, PARAMS, REQUEST_PARAMS, FuseParams
 from .index import check_name
 
 TAG = "nplora"
 
-#: infotext labels (the image's "parameters" text) written and read back by the extension
-INFOTEXT = {
-    "enabled": "NP-LoRA", "content": "NP-LoRA content", "style": "NP-LoRA style",
-    "mu": "NP-LoRA mu", "hard": "NP-LoRA hard", "k": "NP-LoRA k", "energy": "NP-LoRA energy",
-    "content_weight": "NP-LoRA content weight", "style_weight": "NP-LoRA style weight",
-    "scope": "NP-LoRA scope", "method": "NP-LoRA method", "hashes": "NP-LoRA hashes",
-    "warning": "NP-LoRA warning",
-}
+#: infotext labels (the image's "parameters" text) written and read back by the extension: the
+#: table's (``params.PARAMS``) and the ones only written (on/off, the inputs' hashes, warnings)
+INFOTEXT = {"enabled": "NP-LoRA", **{p.name: p.infotext for p in PARAMS},
+            "hashes": "NP-LoRA hashes", "warning": "NP-LoRA warning"}
 
 
 class PromptTagError(NpLoraError, ValueError):
@@ -63,53 +59,32 @@ class FusionRequest:
             PromptTagError: a name that a tag cannot carry (``:`` or ``>`` in it, an ``=``, or
             the word ``hard``): it would parse back as something else.
         """
-        p, d = self.params, FuseParams()
         for name in (self.content, self.style):
-            if any(ch in name for ch in ":>=") or name.strip().lower() == "hard":
+            if any(ch in name for ch in ":>=") or name.strip().lower() in _FLAGS:
                 raise PromptTagError(f"the LoRA name {name!r} cannot be written in a <{TAG}:…> tag",
                                      hint="Rename the file (no ':', '>' or '='), or use the NP-LoRA accordion")
         items = [self.content, self.style]
-        if p.method == "direct":
-            items.append("method=direct")
-        elif p.hard:
-            items.append("hard")
-        elif p.mu != d.mu:
-            items.append(f"mu={p.mu:g}")
-        if p.k is not None:
-            items.append(f"k={p.k}")
-        if p.energy is not None:
-            items.append(f"energy={p.energy:g}")
-        if p.content_weight != d.content_weight:
-            items.append(f"wc={p.content_weight:g}")
-        if p.style_weight != d.style_weight:
-            items.append(f"ws={p.style_weight:g}")
-        if p.scope != d.scope:
-            items.append(f"scope={p.scope}")
+        for p in FUSE_PARAMS:
+            value = getattr(self.params, p.name)
+            if value == p.default:
+                continue
+            items.append(p.tag if p.kind == "flag" and value else f"{p.tag}={p.text(value)}")
         return f"<{TAG}:{':'.join(items)}>"
 
     def infotext(self) -> dict[str, str]:
         """The image-parameter entries for this request (label -> value)."""
-        p = self.params
-        out = {INFOTEXT["enabled"]: "True", INFOTEXT["content"]: self.content,
-               INFOTEXT["style"]: self.style, INFOTEXT["method"]: p.method}
-        if p.method == "nplora":
-            if p.hard:
-                out[INFOTEXT["hard"]] = "True"
-            else:
-                out[INFOTEXT["mu"]] = f"{p.mu:g}"
-        if p.k is not None:
-            out[INFOTEXT["k"]] = str(p.k)
-        if p.energy is not None:
-            out[INFOTEXT["energy"]] = f"{p.energy:g}"
-        out[INFOTEXT["content_weight"]] = f"{p.content_weight:g}"
-        out[INFOTEXT["style_weight"]] = f"{p.style_weight:g}"
-        out[INFOTEXT["scope"]] = p.scope
+        out = {INFOTEXT["enabled"]: "True"}
+        for p in REQUEST_PARAMS:
+            value = getattr(self, p.name) if not p.is_param else getattr(self.params, p.name)
+            if value is None or (p.kind == "flag" and not value):
+                continue  # k / energy off, a flag off: nothing to write
+            out[p.infotext] = p.text(value)
         return out
 
 
-_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_KEYS = {"mu": "mu", "k": "k", "energy": "energy", "wc": "content_weight", "ws": "style_weight",
-         "scope": "scope", "method": "method", "hard": "hard"}
+#: tag key -> parameter
+_KEYS = {p.tag: p for p in FUSE_PARAMS if p.tag}
+_FLAGS = {key for key, p in _KEYS.items() if p.kind == "flag"}
 MAX_ITEMS = 16
 MAX_ITEM_LEN = 300
 
@@ -131,6 +106,21 @@ def _integer(tag: str, key: str, text: str) -> int:
     if len(text.lstrip("+-")) > 9:
         raise PromptTagError(f"{tag}: {key}={text[:20]}{'...' if len(text) > 20 else ''} is out of range")
     return int(text)
+
+
+def _rank(tag: str, key: str, text: str):
+    # k=full: the style's full rank (the paper's), whatever the default is
+    return K_FULL if text.lower() == K_FULL else _integer(tag, key, text)
+
+
+def _flag(tag: str, key: str, text: str) -> bool:
+    if text.lower() not in BOOL_WORDS:
+        raise PromptTagError(f"{tag}: {key}={text!r} must be true or false")
+    return BOOL_WORDS[text.lower()]
+
+
+#: kind -> how a tag's text becomes a value (a PromptTagError naming the tag, else)
+_TAG_VALUE = {"number": _number, "rank": _rank, "flag": _flag, "choice": lambda tag, key, text: text.lower()}
 
 
 def parse_items(items: list[str], tag: str | None = None, defaults: FuseParams | None = None) -> FusionRequest:
@@ -158,14 +148,14 @@ def parse_items(items: list[str], tag: str | None = None, defaults: FuseParams |
             key = key.strip().lower()
             if key not in _KEYS:
                 raise PromptTagError(f"{tag}: unknown argument {key!r}",
-                                     hint="Use mu, k, energy, wc, ws, scope, method or hard")
+                                     hint="Use " + ", ".join(_KEYS))
             if key in named:
                 raise PromptTagError(f"{tag}: {key} is given twice")
             named[key] = value.strip()
-        elif item.lower() == "hard":
-            if "hard" in named:
-                raise PromptTagError(f"{tag}: hard is given twice")
-            named["hard"] = "true"
+        elif item.lower() in _FLAGS:  # a bare flag: on
+            if item.lower() in named:
+                raise PromptTagError(f"{tag}: {item.lower()} is given twice")
+            named[item.lower()] = "true"
         elif ">" in item:  # the WebUIs' tag regex ends a tag at the first '>': no prompt tag has one
             raise PromptTagError(f"{tag}: the LoRA name {item!r} has a '>', which ends a prompt tag",
                                  hint="Rename the file, or use the NP-LoRA accordion")
@@ -176,26 +166,9 @@ def parse_items(items: list[str], tag: str | None = None, defaults: FuseParams |
                              hint=f"Write <{TAG}:CONTENT:STYLE>")
     content = check_name(names[0], "content LoRA name")
     style = check_name(names[1], "style LoRA name")
-    kw: dict = {}
-    for key, value in named.items():
-        field_ = _KEYS[key]
-        if key in ("mu", "energy", "wc", "ws"):
-            kw[field_] = _number(tag, key, value)
-        elif key == "k":
-            # k=full: the style's full rank (the paper's), whatever the default is
-            kw[field_] = None if value.lower() == "full" else _integer(tag, key, value)
-        elif key == "hard":
-            if value.lower() not in _BOOL:
-                raise PromptTagError(f"{tag}: hard={value!r} must be true or false")
-            kw[field_] = _BOOL[value.lower()]
-        else:
-            kw[field_] = value.lower()
-    if "energy" in kw and "k" not in kw:
-        kw["k"] = None  # an energy cap replaces a default k, and the other way round
-    if "k" in kw and "energy" not in kw:
-        kw["energy"] = None
+    kw = {_KEYS[key].name: _TAG_VALUE[_KEYS[key].kind](tag, key, value) for key, value in named.items()}
     try:
-        params = defaults.with_(**kw) if defaults is not None else FuseParams(**kw)
+        params = FuseParams.from_values(defaults, **kw)
     except ParameterError as e:
         raise ParameterError(f"{tag}: {e.problem}", hint=e.hint) from None
     return FusionRequest(content, style, params, source="prompt")

@@ -25,7 +25,7 @@ from fastapi import FastAPI, HTTPException
 from .. import __version__
 from ..errors import (ArchitectureError, FormatError, NpLoraError, OutputExistsError, ParameterError,
                       UnsafeFileError, UnsupportedModuleError)
-from ..params import FuseParams
+from ..params import FUSE_PARAMS, REQUEST_PARAMS, FuseParams, Param
 from .context import HostContext
 from .index import LoraNameError, LoraNotFoundError
 from .request import FusionRequest, PromptTagError
@@ -47,17 +47,25 @@ class _Strict(pydantic.BaseModel):
 Number = Union[StrictInt, StrictFloat]
 
 
-class PairBody(_Strict):
-    content: StrictStr = pydantic.Field(..., max_length=255, description="content LoRA name (file stem or alias)")
-    style: StrictStr = pydantic.Field(..., max_length=255, description="style LoRA name (file stem or alias)")
-    mu: Optional[Number] = pydantic.Field(None, description="soft projection strength, >= 0 (default from settings)")
-    hard: StrictBool = False
-    method: Literal["nplora", "direct"] = "nplora"
-    k: Optional[StrictInt] = pydantic.Field(None, description="style directions removed per module; null = full rank")
-    energy: Optional[Number] = pydantic.Field(None, description="beyond the paper: keep this share of style energy")
-    content_weight: Number = 1.0
-    style_weight: Number = 1.0
-    scope: Optional[Literal["unet", "all"]] = None
+#: kind -> JSON type (strict: nothing is coerced)
+_JSON_TYPES = {"lora": StrictStr, "number": Number, "flag": StrictBool, "rank": StrictInt}
+
+
+def _body_field(p: Param) -> tuple:
+    """One table row as a body field: (annotation, pydantic.Field). A LoRA name is required; a
+    field whose default is None or the host's setting is optional (null = not given)."""
+    if p.kind == "lora":
+        return StrictStr, pydantic.Field(..., max_length=255, description=p.doc)
+    kind = Literal[p.choices] if p.kind == "choice" else _JSON_TYPES[p.kind]
+    if p.from_settings or p.default is None:
+        doc = p.doc + (" (omitted: the host's setting)" if p.from_settings else "")
+        return Optional[kind], pydantic.Field(None, description=doc)
+    return kind, pydantic.Field(p.default, description=p.doc)
+
+
+#: a content + style pair and the fusion parameters: one field per table row (``params.PARAMS``)
+PairBody = pydantic.create_model("PairBody", __base__=_Strict, **{p.name: _body_field(p) for p in REQUEST_PARAMS})
+PairBody.__module__ = __name__
 
 
 class FuseBody(PairBody):
@@ -74,11 +82,7 @@ def _dump(model: pydantic.BaseModel) -> dict:
 def request_from(body: PairBody, defaults: FuseParams) -> FusionRequest:
     """A FusionRequest from a validated body; omitted mu/scope come from the host's settings."""
     d = _dump(body)
-    params = FuseParams(
-        mu=d["mu"] if d["mu"] is not None else defaults.mu, hard=d["hard"], method=d["method"],
-        k=d["k"] if d["k"] is not None else (defaults.k if d["energy"] is None else None), energy=d["energy"],
-        content_weight=d["content_weight"], style_weight=d["style_weight"],
-        scope=d["scope"] or defaults.scope)
+    params = FuseParams.from_values(defaults, **{p.name: d[p.name] for p in FUSE_PARAMS})
     return FusionRequest(d["content"], d["style"], params, source="api")
 
 

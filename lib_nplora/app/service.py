@@ -65,7 +65,7 @@ def output_path(index: LoraIndex, name: str) -> Path:
 
 def default_output_name(request: FusionRequest) -> str:
     p = request.params
-    how = "direct" if p.method == "direct" else "hard" if p.hard else f"mu{p.mu:g}"
+    how = p.label(compact=True)
     k = f"_k{p.k}" if p.k is not None else ""
     return f"{request.content}+{request.style}_nplora_{how}{k}".replace("/", "_")
 

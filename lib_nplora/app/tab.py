@@ -14,7 +14,7 @@ import html
 import traceback
 
 from ..errors import NpLoraError, ParameterError
-from ..params import K_CHOICES, K_FULL, MU_MAX, WEIGHT_RANGE, FuseParams, parse_k
+from ..params import UI_PARAMS, FuseParams, ui_rows
 from .chart import analysis_html
 from .context import HostContext
 from .request import FusionRequest
@@ -25,12 +25,22 @@ def js_event(gr, name: str) -> dict:
     return {"_js": name} if int(gr.__version__.split(".")[0]) < 4 else {"js": name}
 
 
-def _request(content, style, content_weight, style_weight, mu, hard, k, scope, method) -> FusionRequest:
+#: the tab's inputs, in the table's order (``params.UI_PARAMS``): the two LoRAs, then the parameters
+FIELDS = tuple(p.name for p in UI_PARAMS)
+
+
+def _request(*values) -> FusionRequest:
+    """The request of the tab's input values (in ``FIELDS`` order)."""
+    given = dict(zip(FIELDS, values))
+    content, style = given.pop("content", None), given.pop("style", None)
     if not content or not style:
         raise ParameterError("pick a content LoRA and a style LoRA first")
-    params = FuseParams(mu=float(mu), hard=bool(hard), method=method or "nplora", k=parse_k(k),
-                        content_weight=float(content_weight), style_weight=float(style_weight), scope=scope or "unet")
-    return FusionRequest(str(content), str(style), params, source="tab")
+    return FusionRequest(str(content), str(style), FuseParams.from_values(None, **given), source="tab")
+
+
+def elem_id(param) -> str:
+    """A widget's element id: ``nplora_tab_`` and the field's tag key (or its name)."""
+    return f"nplora_tab_{param.tag or param.name}"
 
 
 def message(text: str, kind: str = "info") -> str:
@@ -62,30 +72,20 @@ def build_tab(ctx: HostContext):
                 "NP-LoRA removes the style's principal input directions from the content update "
                 "(ΔW = w<sub>s</sub>ΔW<sub>s</sub> + w<sub>c</sub>ΔW<sub>c</sub>(I − c·V<sub>k</sub>V<sub>k</sub>ᵀ), "
                 "c = μ/(1+μ)). μ = 0.5 and k = full rank are the paper's settings.</div>")
-        with gr.Row(elem_id="nplora_tab_pick"):
-            content = gr.Dropdown(label="Content LoRA (subject)", choices=names(), value=None,
-                                  allow_custom_value=True, elem_id="nplora_tab_content", scale=4)
-            style = gr.Dropdown(label="Style LoRA", choices=names(), value=None, allow_custom_value=True,
-                                elem_id="nplora_tab_style", scale=4)
-            refresh = gr.Button(value="\u21bb Refresh list", elem_id="nplora_tab_refresh", size="sm", scale=1,
-                                min_width=120)
-        with gr.Row():
-            content_weight = gr.Slider(minimum=WEIGHT_RANGE[0], maximum=WEIGHT_RANGE[1], step=0.05, value=1.0, label="Content weight",
-                                       elem_id="nplora_tab_wc")
-            style_weight = gr.Slider(minimum=WEIGHT_RANGE[0], maximum=WEIGHT_RANGE[1], step=0.05, value=1.0, label="Style weight",
-                                     elem_id="nplora_tab_ws")
-        with gr.Row():
-            mu = gr.Slider(minimum=0.0, maximum=MU_MAX, step=0.05, value=min(d.mu, MU_MAX),
-                           label="μ, soft projection (c = μ/(1+μ); 0 = plain merge)", elem_id="nplora_tab_mu",
-                           scale=3)
-            hard = gr.Checkbox(label="Hard projection (c = 1)", value=d.hard, elem_id="nplora_tab_hard", scale=1)
-            k = gr.Dropdown(label="Rank k (style directions removed)", choices=list(K_CHOICES),
-                            value=str(d.k) if d.k else K_FULL, allow_custom_value=True, elem_id="nplora_tab_k",
-                            scale=2)
-            scope = gr.Radio(label="Project", choices=["unet", "all"], value=d.scope, elem_id="nplora_tab_scope",
-                             scale=2)
-            method = gr.Radio(label="Method", choices=["nplora", "direct"], value="nplora",
-                              elem_id="nplora_tab_method", scale=2)
+        widgets: dict = {}
+        refresh = None
+        for row in ui_rows():
+            names_row = any(p.kind == "lora" for p in row)
+            with gr.Row(**({"elem_id": "nplora_tab_pick"} if names_row else {})):
+                for p in row:
+                    kind, kw = p.widget(d)
+                    if p.kind == "lora":
+                        kw.update(choices=names(), scale=4)
+                    widgets[p.name] = getattr(gr, kind)(elem_id=elem_id(p), **kw)
+                if names_row and refresh is None:
+                    refresh = gr.Button(value="\u21bb Refresh list", elem_id="nplora_tab_refresh", size="sm",
+                                        scale=1, min_width=120)
+        content, style = widgets["content"], widgets["style"]
         with gr.Row():
             analyze_btn = gr.Button(value="Analyze", elem_id="nplora_tab_analyze", scale=1)
             tag_btn = gr.Button(value="Copy prompt tag", elem_id="nplora_tab_copy", scale=1)
@@ -103,7 +103,7 @@ def build_tab(ctx: HostContext):
         with gr.Accordion(label="Per-module numbers", open=False):
             numbers = gr.JSON(value=None, elem_id="nplora_tab_numbers")
 
-        params = [content, style, content_weight, style_weight, mu, hard, k, scope, method]
+        params = [widgets[name] for name in FIELDS]
 
         def do_refresh():
             try:
@@ -162,7 +162,7 @@ def build_tab(ctx: HostContext):
                 return "", _failure(e)
 
         refresh.click(fn=do_refresh, inputs=[], outputs=[content, style])
-        for comp in (content, style, mu, hard, k, method):
+        for comp in params:
             comp.change(fn=suggest, inputs=params + [name, suggested], outputs=[name, suggested])
         analyze_btn.click(fn=do_analyze, inputs=params, outputs=[chart, numbers, status])
         save_btn.click(fn=do_save, inputs=params + [name, overwrite], outputs=[status, overwrite])

@@ -190,7 +190,7 @@ def build_metadata(fused: FusedLora, output_name: str, state: dict[str, torch.Te
         "modelspec.merged_from": f"{fused.content.name}, {fused.style.name}",
         "modelspec.description": (
             f"NP-LoRA fusion of content {fused.content.name} and style {fused.style.name} "
-            f"({'direct merge' if p.method == 'direct' else 'hard projection' if p.hard else f'mu={p.mu:g}'})"),
+            f"({p.label()})"),
     }
     tags = _merge_tag_frequency(content_meta, style_meta)
     if tags:

@@ -14,7 +14,7 @@ from ..app.request import TAG, FusionRequest, parse_items
 from ..errors import ParameterError
 from ..params import FuseParams
 from . import xyz
-from .accordion import UiValues, parse_k
+from .accordion import UiValues
 
 
 def tag_items(extra_network_data) -> list[list[str]]:
@@ -41,16 +41,13 @@ def request_for_pass(ui: UiValues, tag_items: list[list[str]], overrides: dict,
                 not ui.style and "nplora_style" not in overrides):
             raise LoraNameError("NP-LoRA is on but the content or the style LoRA is not chosen",
                                 hint="Pick both in the NP-LoRA accordion")
-        params = FuseParams(mu=float(ui.mu), hard=bool(ui.hard), k=parse_k(ui.k),
-                            content_weight=float(ui.content_weight), style_weight=float(ui.style_weight),
-                            scope=str(ui.scope), method=str(ui.method))
+        params = FuseParams.from_values(defaults, **ui.params())  # the accordion's values, else the settings'
         request = FusionRequest(str(ui.content or ""), str(ui.style or ""), params, source="ui")
     if request is None:
         return None, notes
     if overrides:
-        changes = xyz.param_changes(overrides)
         try:
-            params = request.params.with_(**changes)
+            params = request.params.with_(**xyz.param_changes(overrides))
         except ParameterError as e:
             raise ParameterError(f"X/Y/Z plot: {e.problem}", hint=e.hint) from None
         request = FusionRequest(str(overrides.get("nplora_content", request.content)),

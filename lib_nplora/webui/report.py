@@ -77,8 +77,7 @@ def applied(p, job: Job, request: FusionRequest, fused: FusedLora, result: Appli
         warn(p, job, w, printer)
     if fused.digest not in job.announced:
         job.announced.add(fused.digest)
-        how = "direct merge" if fused.params.method == "direct" else (
-            "hard projection" if fused.params.hard else f"mu {fused.params.mu:g}")
+        how = fused.params.label()
         k = "full rank" if fused.params.k is None else f"k {fused.params.k}"
         printer(f"{LOG_PREFIX} {fused.content.name} + {fused.style.name} ({how}, {k}, "
                 f"{fused.params.scope}): {result.modules} weights via {result.ident}; "

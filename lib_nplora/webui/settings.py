@@ -38,11 +38,11 @@ class Settings:
 
     def defaults(self) -> FuseParams:
         """Default fusion parameters; a saved value out of range falls back to the paper's."""
+        scope = "all" if self.project_te else "unet"
         try:
-            return FuseParams(mu=self.default_mu, k=self.default_k or None,
-                              scope="all" if self.project_te else "unet")
+            return FuseParams.from_values(None, mu=self.default_mu, k=self.default_k or None, scope=scope)
         except ParameterError:
-            return FuseParams(scope="all" if self.project_te else "unet")
+            return FuseParams.from_values(None, scope=scope)
 
 
 DEFAULTS = Settings()

@@ -17,19 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..params import FuseParams
-from .accordion import K_CHOICES, parse_k
+from ..params import BOOL_WORDS, FuseParams, Param, axis_params, changes, parse_k
 from ..app.index import check_name
 
 LABEL_PREFIX = "[NP-LoRA] "
 XYZ_MODULE_NAMES = ("xyz_grid.py", "scripts.xyz_grid", "xyz_grid")
+ATTR_PREFIX = "nplora_"
 
-#: processing attribute set by each axis -> FuseParams field (None: a LoRA name)
-OVERRIDES = {
-    "nplora_mu": "mu", "nplora_k": "k", "nplora_method": "method",
-    "nplora_content_weight": "content_weight", "nplora_style_weight": "style_weight",
-    "nplora_content": None, "nplora_style": None,
-}
+#: processing attribute set by each axis -> FuseParams field (None: a LoRA name); the axes are
+#: the table's (``params.axis_params``)
+OVERRIDES = {ATTR_PREFIX + p.name: (p.name if p.is_param else None) for p in axis_params()}
 
 
 def find_xyz_module(scripts_data):
@@ -58,10 +55,10 @@ def _k_value(x):
     return FULL_RANK if k is None else k
 
 
-def _confirm_params(field: str, convert: Callable):
+def _confirm_params(name: str):
     def confirm(p, xs):
         for x in xs:
-            FuseParams(**{field: convert(x)})
+            FuseParams.from_values(None, **{name: x})
     return confirm
 
 
@@ -72,6 +69,25 @@ def _confirm_names(check: Callable[[str, str], object], what: str):
     return confirm
 
 
+def _flag_value(x) -> bool:
+    text = str(x).strip().lower()
+    return BOOL_WORDS.get(text, bool(x))
+
+
+def axis_spec(param: Param, names: Callable[[], list[str]], check: Callable[[str, str], object]) -> dict:
+    """One table row's axis as keyword arguments of ``AxisOption`` (by the row's kind)."""
+    attr = ATTR_PREFIX + param.name
+    spec = dict(label=LABEL_PREFIX + param.axis)
+    if param.kind == "lora":
+        return dict(spec, type=str, apply=_setter(attr, str), confirm=_confirm_names(check, param.name), choices=names)
+    if param.kind == "number":
+        return dict(spec, type=float, apply=_setter(attr, float), confirm=_confirm_params(param.name))
+    choices = list(param.choices) if param.kind != "flag" else ["true", "false"]
+    convert = {"rank": _k_value, "choice": str, "flag": _flag_value}[param.kind]
+    return dict(spec, type=str, apply=_setter(attr, convert), confirm=_confirm_params(param.name),
+                choices=lambda: list(choices))
+
+
 def axis_specs(names: Callable[[], list[str]], check: Callable[[str, str], object]) -> list[dict]:
     """The axes as keyword arguments of ``AxisOption`` (label, type, apply, confirm, choices).
 
@@ -80,22 +96,7 @@ def axis_specs(names: Callable[[], list[str]], check: Callable[[str, str], objec
         check: ``check(name, "content"|"style")`` raises a clear error for a LoRA that is not
             there or does not fit the loaded model; run for every value when the plot starts.
     """
-    return [
-        dict(label=LABEL_PREFIX + "mu", type=float, apply=_setter("nplora_mu", float),
-             confirm=_confirm_params("mu", float)),
-        dict(label=LABEL_PREFIX + "rank k", type=str, apply=_setter("nplora_k", _k_value),
-             confirm=_confirm_params("k", parse_k), choices=lambda: list(K_CHOICES)),
-        dict(label=LABEL_PREFIX + "content LoRA", type=str, apply=_setter("nplora_content", str),
-             confirm=_confirm_names(check, "content"), choices=names),
-        dict(label=LABEL_PREFIX + "style LoRA", type=str, apply=_setter("nplora_style", str),
-             confirm=_confirm_names(check, "style"), choices=names),
-        dict(label=LABEL_PREFIX + "method", type=str, apply=_setter("nplora_method", str),
-             confirm=_confirm_params("method", str), choices=lambda: ["nplora", "direct"]),
-        dict(label=LABEL_PREFIX + "content weight", type=float, apply=_setter("nplora_content_weight", float),
-             confirm=_confirm_params("content_weight", float)),
-        dict(label=LABEL_PREFIX + "style weight", type=float, apply=_setter("nplora_style_weight", float),
-             confirm=_confirm_params("style_weight", float)),
-    ]
+    return [axis_spec(p, names, check) for p in axis_params()]
 
 
 def register(scripts_data, names: Callable[[], list[str]], check: Callable[[str, str], object]) -> int:
@@ -120,9 +121,6 @@ def overrides(p) -> dict:
 
 
 def param_changes(overrides_: dict) -> dict:
-    """Axis values -> ``FuseParams.with_`` keyword arguments (a k axis also clears ``energy``)."""
-    changes = {OVERRIDES[a]: v for a, v in overrides_.items() if OVERRIDES[a] is not None}
-    if "k" in changes:
-        changes["k"] = None if changes["k"] == FULL_RANK else changes["k"]
-        changes["energy"] = None
-    return changes
+    """Axis values -> ``FuseParams.with_`` keyword arguments (``params.changes``: a k axis also
+    clears ``energy``; its "full" is full rank)."""
+    return changes(**{OVERRIDES[a]: v for a, v in overrides_.items() if OVERRIDES[a] is not None})
