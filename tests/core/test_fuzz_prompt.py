@@ -33,7 +33,7 @@ def test_tag_items_parse_or_fail_cleanly(items):
     for name in (req.content, req.style):
         # a name is looked up in the LoRA list, never opened: no folders and no "." / "..", but
         # dots inside a file stem ("0..", "v1..2") are legal names
-        assert name and "/" not in name and "\\" not in name and name.strip(".")
+        assert name and "/" not in name and "\\" not in name and name not in (".", "..")
     # the tag it writes parses back to the same request
     (found,) = standin_parse_prompt(req.tag())[TAG]  # as the WebUI finds and splits the tag
     again = parse_items(found.items)
