@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..params import FuseParams
+from .guard import AccessRules
 from .index import LoraIndex
 from .service import FusionService
 
@@ -29,6 +30,8 @@ class HostContext:
             lists by; None when unknown or in standalone mode (list everything).
         device: where fusion math runs (from the settings: auto / GPU / CPU).
         defaults: the default parameters (from the settings: mu, k, scope).
+        access: who may make the REST routes and the tab's actions act (the host's ``--api-auth``
+            and ``--cors-allow-origins``; the standalone server's Host names); see ``guard``.
     """
 
     host: str
@@ -37,3 +40,4 @@ class HostContext:
     model_arch: Callable[[], str | None] = lambda: None
     device: Callable[[], torch.device | None] = lambda: None
     defaults: Callable[[], FuseParams] = FuseParams
+    access: Callable[[], AccessRules] = AccessRules

@@ -36,7 +36,7 @@ from ..arch import ARCH_LABELS
 from ..errors import ArchitectureError, NpLoraError, ParameterError
 from ..fused import FusedLora
 from ..params import FuseParams
-from . import accordion, settings as settings_mod, xyz
+from . import accordion, host_auth, settings as settings_mod, xyz
 from .accordion import UiValues, parse_k
 from ..app.context import HostContext
 from .hosts import Applied, HostAdapter, HostError
@@ -235,6 +235,7 @@ class Runtime:
             model_arch=self.model_arch,
             device=self.device,
             defaults=lambda: self.settings().defaults(),
+            access=lambda: host_auth.current().access(),  # --api-auth, --cors-allow-origins
         )
 
     def forget_model(self, sd_model=None) -> None:
@@ -470,6 +471,9 @@ def register_callbacks(script_callbacks, get_runtime: Callable[[], Runtime] = ru
         return [(tab.build_tab(get_runtime().context()), TITLE, "nplora_tab")]
 
     def app_started(demo, app):
+        if not host_auth.current().serves_api:  # the host's own rule: no API without --api/--nowebui
+            get_runtime().print(f"{LOG_PREFIX} REST API not added: the WebUI runs without --api")
+            return
         rest.register(app, get_runtime().context())
 
     script_callbacks.on_ui_tabs(ui_tabs)
