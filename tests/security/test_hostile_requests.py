@@ -483,3 +483,43 @@ def test_gradio4_queue_carries_the_real_origin(folder):
         assert "own page" in run(c, "http://evil.example", "evil")
         assert snapshot(folder) == before
         assert "Saved own.safetensors" in run(c, f"http://{OWN}", "own")
+
+
+# ------------------------------------------------------------------ the checks themselves, on any header
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_ORIGINS = st.one_of(st.text(max_size=80),
+                     st.builds(lambda s, h, p: f"{s}://{h}{p}", st.sampled_from(["http", "https", "ws", "HTTP", "ftp", ""]),
+                               st.sampled_from(["127.0.0.1", "localhost", "[::1]", "evil.example", "127.0.0.1.evil",
+                                                "user@127.0.0.1", "127.0.0.1@evil", ""]),
+                               st.sampled_from(["", ":7870", ":80", ":7871", ":99999", ":x", "/path?q"])))
+
+
+@settings(max_examples=400, deadline=None)
+@given(origin=_ORIGINS, referer=st.one_of(st.none(), _ORIGINS))
+def test_any_origin_is_accepted_only_when_it_is_the_request_own(origin, referer):
+    """Whatever a page claims, the check either refuses with RequestRefused or the claim parses to
+    exactly the request's own scheme, host and port."""
+    headers = {"origin": origin, "host": OWN}
+    if referer is not None:
+        headers["referer"] = referer
+    try:
+        guard.check_origin(headers, "http", AccessRules())
+    except guard.RequestRefused as e:
+        assert e.status == 403
+    else:
+        assert guard.parse_origin(origin) == ("http", "127.0.0.1", 7870)
+
+
+@settings(max_examples=300, deadline=None)
+@given(host=st.text(max_size=60))
+def test_any_host_header_is_served_only_under_the_served_names(host):
+    rules = AccessRules(allowed_hosts=guard.served_hosts("127.0.0.1"))
+    try:
+        guard.check_host({"host": host}, rules)
+    except guard.RequestRefused as e:
+        assert e.status == 403
+    else:
+        assert guard.parse_host(host)[0] in ("127.0.0.1", "localhost", "::1")
