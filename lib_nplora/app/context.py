@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from ..params import FuseParams
+from .guard import AccessRules
 from .index import LoraIndex
 from .service import FusionService
 
@@ -28,18 +29,23 @@ class HostContext:
         model_arch: returns the loaded checkpoint's architecture (default: None, unknown).
         device: returns where fusion math runs (default: None, the CPU).
         defaults: returns the default parameters (default: the library's).
+        access: returns who may make the REST routes and the tab's actions act (the host's
+            ``--api-auth`` and ``--cors-allow-origins``; the standalone server's Host names);
+            see ``guard`` (default: same-origin only, no credentials).
     """
 
     def __init__(self, host: str, index: Callable[[], LoraIndex] | None = None,
                  service: FusionService | None = None, model_arch: Callable[[], str | None] | None = None,
                  device: Callable[[], torch.device | None] | None = None,
-                 defaults: Callable[[], FuseParams] | None = None):
+                 defaults: Callable[[], FuseParams] | None = None,
+                 access: Callable[[], AccessRules] | None = None):
         self._host = host
         self._index = index
         self.service = service or FusionService()
         self._model_arch = model_arch
         self._device = device
         self._defaults = defaults
+        self._access = access
 
     @property
     def host(self) -> str:
@@ -64,3 +70,7 @@ class HostContext:
     def defaults(self) -> FuseParams:
         """The default parameters (from the settings: mu, k, scope)."""
         return self._defaults() if self._defaults is not None else FuseParams()
+
+    def access(self) -> AccessRules:
+        """Who may make the REST routes and the tab's actions act (see ``guard.AccessRules``)."""
+        return self._access() if self._access is not None else AccessRules()

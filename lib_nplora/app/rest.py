@@ -8,7 +8,10 @@ Bodies are validated strictly (unknown fields, wrong types: 422): numbers must b
 flags JSON booleans, names JSON strings; nothing is coerced ("0.5" is not a number, 1 is not
 true). Names resolve only through the host's LoRA index. Library errors become clear 4xx answers ``{"detail": message}``: 400 bad
 parameters, names or file names; 404 unknown LoRA; 409 the file exists (send ``overwrite``);
-422 a LoRA file that cannot be fused (format, architecture, module types). Routes are plain
+422 a LoRA file that cannot be fused (format, architecture, module types). Before any of that,
+every route checks who is asking (``guard``, rules from ``HostContext.access``): the host's HTTP
+Basic credentials when it has some (401), an ``Origin``/``Referer`` that is the page's own or one
+the host allows (403), and ``Content-Type: application/json`` on POST (415). Routes are plain
 functions, so FastAPI runs them on its thread pool; the fusion service is thread-safe.
 Works with pydantic 1 (A1111, fastapi 0.94) and pydantic 2 (Forge, fastapi 0.104).
 """
@@ -27,6 +30,7 @@ from ..errors import (ArchitectureError, FormatError, NpLoraError, OutputExistsE
                       UnsafeFileError, UnsupportedModuleError)
 from ..params import FUSE_PARAMS, REQUEST_PARAMS, FuseParams, Param
 from .context import HostContext
+from .guard import SAFE_METHODS, RequestRefused, check_basic_auth, check_json_content_type, check_origin, headers_of
 from .index import LoraNameError, LoraNotFoundError
 from .request import FusionRequest, PromptTagError
 from .service import OutputNameError, default_output_name
@@ -101,8 +105,41 @@ def http_error(e: Exception) -> HTTPException:
     return HTTPException(400 if isinstance(e, NpLoraError) else 500, str(e))
 
 
+def guarded_route_class(ctx: HostContext):
+    """An ``APIRoute`` class whose routes check ``ctx.access()`` before FastAPI reads the body:
+    credentials (401 with ``WWW-Authenticate: Basic``), origin (403), JSON content type on routes
+    that act (415). The checks come first, so no body is parsed for a request that may not act."""
+    from fastapi.responses import JSONResponse
+    from fastapi.routing import APIRoute
+
+    class GuardedRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+            acts = bool(set(self.methods or ()) - SAFE_METHODS)
+
+            async def guarded(request):
+                headers = headers_of(request.headers)
+                try:
+                    rules = ctx.access()
+                    check_basic_auth(headers, rules)
+                    check_origin(headers, request.url.scheme, rules, method=request.method)
+                    if acts:
+                        check_json_content_type(headers)
+                except RequestRefused as e:
+                    extra = {"WWW-Authenticate": "Basic"} if e.status == 401 else None
+                    return JSONResponse({"detail": str(e)}, status_code=e.status, headers=extra)
+                return await handler(request)
+
+            return guarded
+
+    return GuardedRoute
+
+
 def register(app: FastAPI, ctx: HostContext) -> None:
-    """Add the NP-LoRA routes to ``app`` (a WebUI's or the standalone server's)."""
+    """Add the NP-LoRA routes to ``app`` (a WebUI's or the standalone server's), guarded by
+    ``ctx.access()`` (see ``guarded_route_class``)."""
+    from fastapi import APIRouter
+
     from ..formats.writer import OUTPUT_DTYPES
 
     def fuse(body: FuseBody):
@@ -137,6 +174,8 @@ def register(app: FastAPI, ctx: HostContext) -> None:
         return {"version": __version__, "host": ctx.host, "model_arch": ctx.model_arch(), "loras": loras,
                 "cache": ctx.service.caches.stats().to_dict()}
 
-    app.add_api_route(f"{PREFIX}/fuse", fuse, methods=["POST"], summary="Fuse two LoRAs and save the result")
-    app.add_api_route(f"{PREFIX}/analyze", analyze, methods=["POST"], summary="Overlap analysis of a LoRA pair")
-    app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], summary="Version, host and cache use")
+    router = APIRouter(route_class=guarded_route_class(ctx))
+    router.add_api_route(f"{PREFIX}/fuse", fuse, methods=["POST"], summary="Fuse two LoRAs and save the result")
+    router.add_api_route(f"{PREFIX}/analyze", analyze, methods=["POST"], summary="Overlap analysis of a LoRA pair")
+    router.add_api_route(f"{PREFIX}/status", status, methods=["GET"], summary="Version, host and cache use")
+    app.include_router(router)

@@ -1,6 +1,10 @@
 """Standalone mode: the NP-LoRA tab and REST API without a WebUI, over a folder of LoRAs
 (``python -m lib_nplora serve --lora-dir DIR``), for ComfyUI users and anyone who only wants the
 fused file. Binds 127.0.0.1 unless told otherwise; needs gradio (any of 3.41 or 4.x) and uvicorn.
+
+Every request, on every path (the tab, gradio's own routes and websockets, ``/config``, the REST
+API), passes ``guard.GuardMiddleware`` first: a ``Host`` the server is not served under (DNS
+rebinding) or a foreign ``Origin``/``Referer`` (a cross-site page) gets 403.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from ..cache import shared
 from ..errors import MissingPackageError
 from .context import HostContext
+from .guard import AccessRules, GuardMiddleware, served_hosts
 from .index import DirectoryIndex
 from .service import FusionService
 
@@ -25,8 +30,12 @@ def _assets() -> tuple[str, str]:
     return css, js
 
 
-def create_app(lora_dir: str | Path):
-    """(FastAPI app serving the tab at / and the REST API at /nplora/v1, the gr.Blocks)."""
+def create_app(lora_dir: str | Path, host: str = "127.0.0.1"):
+    """(FastAPI app serving the tab at / and the REST API at /nplora/v1, the gr.Blocks).
+
+    ``host`` is the address the app is served on (``serve``'s ``--host``): with the loopback names,
+    the only ``Host`` names the app answers (``guard.served_hosts``).
+    """
     import gradio as gr
     from fastapi import FastAPI
 
@@ -35,7 +44,8 @@ def create_app(lora_dir: str | Path):
 
     folder = Path(lora_dir).resolve()
     index = DirectoryIndex(folder)
-    ctx = HostContext("standalone", index=lambda: index, service=FusionService(shared))
+    rules = AccessRules(allowed_hosts=served_hosts(host))
+    ctx = HostContext("standalone", index=lambda: index, service=FusionService(shared), access=lambda: rules)
     css, js = _assets()
     gradio4 = int(gr.__version__.split(".")[0]) >= 4
     kw = {"css": css, "title": "NP-LoRA", "analytics_enabled": False}
@@ -52,6 +62,7 @@ def create_app(lora_dir: str | Path):
     app = FastAPI(title="NP-LoRA")
     register(app, ctx)
     app = gr.mount_gradio_app(app, demo, path="/")
+    app.add_middleware(GuardMiddleware, rules=rules)
     return app, demo
 
 
@@ -95,6 +106,6 @@ def serve(lora_dir: str | Path, host: str = "127.0.0.1", port: int = 7870) -> No
         from ..errors import ParameterError
 
         raise ParameterError(f"the LoRA folder {str(folder)!r} does not exist", hint="Give --lora-dir an existing folder")
-    app, _ = create_app(folder)
+    app, _ = create_app(folder, host)
     print(f"NP-LoRA: http://{host}:{port}/  (LoRA folder {folder.resolve()})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

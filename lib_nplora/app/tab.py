@@ -2,6 +2,13 @@
 write the fused LoRA into the LoRA folder (Fuse & save), or put the matching ``<nplora:…>`` tag
 into the txt2img prompt (Copy prompt tag).
 
+The actions that spend compute or write a file (Analyze, Fuse & save) refuse a request from a
+foreign page: its ``Origin``/``Referer`` (from the ``gr.Request`` gradio passes) must be the
+page's own or one the host allows (``guard.check_gradio_request``), and the request must carry
+the tab's token, a random value rendered into the page (a hidden textbox) that a foreign page
+cannot read. The token matters on gradio 3.41, whose ``/api/predict`` takes the request headers a
+``gr.Request`` shows from the body; ``--gradio-auth`` (the host's login) covers every route.
+
 One code path for gradio 3.41 (A1111) and 4.40 (Forge, standalone): keyword arguments only,
 ``gr.update``, JavaScript through ``js_event`` (``_js=`` on 3.x, ``js=`` on 4.x). Errors are shown
 in the tab. The same builder serves the WebUIs (registered by the entry script) and standalone
@@ -10,13 +17,16 @@ mode (``lib_nplora.app.standalone``).
 
 from __future__ import annotations
 
+import hmac
 import html
+import secrets
 import traceback
 
 from ..errors import NpLoraError, ParameterError
 from ..params import UI_PARAMS, FuseParams, ui_rows
 from .chart import analysis_html
 from .context import HostContext
+from .guard import RequestRefused, check_gradio_request
 from .request import FusionRequest
 from .service import default_output_name
 
@@ -53,6 +63,15 @@ def _failure(e: Exception) -> str:
         return message(str(e), "error")
     traceback.print_exc()
     return message(f"Unexpected error: {e.__class__.__name__}: {e}", "error")
+
+
+def check_action(ctx: HostContext, token, expected: str, request) -> None:
+    """Refuse (``RequestRefused``) an action from a foreign page or without the tab's token."""
+    check_gradio_request(request, ctx.access())
+    if not isinstance(token, str) or not hmac.compare_digest(token.encode("utf-8", "replace"),
+                                                             expected.encode("utf-8")):
+        raise RequestRefused("this request does not come from the NP-LoRA page as it is now",
+                             hint="Reload the page and try again")
 
 
 def build_tab(ctx: HostContext):
@@ -98,6 +117,9 @@ def build_tab(ctx: HostContext):
                                     elem_id="nplora_tab_overwrite", scale=1)
             save_btn = gr.Button(value="Fuse & save", variant="primary", elem_id="nplora_tab_save", scale=1)
         status = gr.HTML(value="", elem_id="nplora_tab_status")
+        secret = secrets.token_urlsafe(24)
+        token = gr.Textbox(value=secret, visible=False, interactive=False, elem_id="nplora_tab_token")
+        token.do_not_save_to_config = True  # the WebUIs' ui-config.json must never hold (and restore) it
         suggested = gr.State(value="")
         chart = gr.HTML(value="", elem_id="nplora_tab_chart")
         with gr.Accordion(label="Per-module numbers", open=False):
@@ -124,8 +146,12 @@ def build_tab(ctx: HostContext):
                 return gr.update(), last
             return gr.update(value=new), new
 
-        def do_analyze(*values, progress=gr.Progress()):
+        # explicit positional parameters: gradio passes gr.Request and gr.Progress by position
+        def do_analyze(content, style, content_weight, style_weight, mu, hard, k, scope, method, page_token,
+                       http_request=None, progress=gr.Progress()):
+            values = (content, style, content_weight, style_weight, mu, hard, k, scope, method)
             try:
+                check_action(ctx, page_token, secret, http_request)
                 request = _request(*values)
                 progress(0.1, desc="Analyzing")
                 result = ctx.service.analyze(ctx.index(), request, device=ctx.device())
@@ -135,9 +161,11 @@ def build_tab(ctx: HostContext):
             except Exception as e:
                 return gr.update(), gr.update(), _failure(e)
 
-        def do_save(*values, progress=gr.Progress()):
-            *pair, file_name, allow = values
+        def do_save(content, style, content_weight, style_weight, mu, hard, k, scope, method, file_name, allow,
+                    page_token, http_request=None, progress=gr.Progress()):
+            pair = (content, style, content_weight, style_weight, mu, hard, k, scope, method)
             try:
+                check_action(ctx, page_token, secret, http_request)
                 request = _request(*pair)
 
                 def report(done, total):
@@ -155,6 +183,9 @@ def build_tab(ctx: HostContext):
             except Exception as e:
                 return _failure(e), gr.update()
 
+        for fn in (do_analyze, do_save):  # a real class, not a string: this module has postponed annotations
+            fn.__annotations__["http_request"] = gr.Request
+
         def do_tag(*values):
             try:
                 return _request(*values).tag(), message("Prompt tag ready.", "ok")
@@ -164,8 +195,8 @@ def build_tab(ctx: HostContext):
         refresh.click(fn=do_refresh, inputs=[], outputs=[content, style])
         for comp in params:
             comp.change(fn=suggest, inputs=params + [name, suggested], outputs=[name, suggested])
-        analyze_btn.click(fn=do_analyze, inputs=params, outputs=[chart, numbers, status])
-        save_btn.click(fn=do_save, inputs=params + [name, overwrite], outputs=[status, overwrite])
+        analyze_btn.click(fn=do_analyze, inputs=params + [token], outputs=[chart, numbers, status])
+        save_btn.click(fn=do_save, inputs=params + [name, overwrite, token], outputs=[status, overwrite])
         tag_btn.click(fn=do_tag, inputs=params, outputs=[tag_box, status]).then(
             fn=None, inputs=[tag_box], outputs=[], **js_event(gr, "nplora_send_tag"))
     return tab

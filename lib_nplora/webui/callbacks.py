@@ -7,7 +7,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 
-from . import settings as settings_mod, xyz
+from . import host_auth, settings as settings_mod, xyz
 from .report import LOG_PREFIX
 from .runtime import TITLE, Runtime, runtime
 
@@ -49,6 +49,9 @@ def register_callbacks(script_callbacks, get_runtime: Callable[[], Runtime] = ru
         return [(tab.build_tab(get_runtime().context()), TITLE, "nplora_tab")]
 
     def app_started(demo, app):
+        if not host_auth.current().serves_api:  # the host's own rule: no API without --api/--nowebui
+            get_runtime().print(f"{LOG_PREFIX} REST API not added: the WebUI runs without --api")
+            return
         rest.register(app, get_runtime().context())
 
     script_callbacks.on_ui_tabs(ui_tabs)

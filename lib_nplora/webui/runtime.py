@@ -14,12 +14,13 @@ from collections.abc import Callable
 import torch
 
 from ..app.context import HostContext
+from ..app.guard import AccessRules
 from ..app.index import LoraEntry, LoraIndex
 from ..app.service import FusionService
 from ..arch import ARCH_LABELS
 from ..errors import ArchitectureError, NpLoraError
 from ..params import FuseParams
-from . import settings as settings_mod
+from . import host_auth, settings as settings_mod
 from .hosts import HostAdapter, HostError
 from .report import LOG_PREFIX
 
@@ -127,6 +128,10 @@ class Runtime(HostContext):
         except Exception:
             host = None
         return settings_mod.fusion_device(self.settings(), host)
+
+    def access(self) -> AccessRules:
+        """The host's access rules (``--api-auth``, ``--cors-allow-origins``) for the REST routes and the tab."""
+        return host_auth.current().access()
 
     def defaults(self) -> FuseParams:
         return self.settings().defaults()

@@ -46,7 +46,7 @@ def test_standalone_app_serves_status_and_page(folder):
     from lib_nplora.app.standalone import create_app
 
     app, _ = create_app(folder)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1:7870")  # a Host name the server is served under
     assert client.get("/nplora/v1/status").json()["loras"] == 3
     page = client.get("/")
     assert page.status_code == 200 and "NP-LoRA" in page.text

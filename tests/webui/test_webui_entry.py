@@ -13,7 +13,7 @@ import pytest
 
 from lib_nplora.webui import callbacks as callbacks_mod
 from lib_nplora.webui import runtime as runtime_mod
-from webui.standins.webui_modules import (StandInScript, StandInScriptCallbacks, standin_extra_networks_module,
+from webui.standins.webui_modules import (StandInScript, StandInScriptCallbacks, standin_cmd_opts, standin_extra_networks_module,
                                           standin_scripts_module, standin_shared_module, standin_xyz_module,
                                           standin_xyz_scripts_data)
 
@@ -69,10 +69,12 @@ def test_entry_file_defines_one_script_and_registers_callbacks(webui, monkeypatc
 
 
 def test_tab_and_rest_are_registered(webui):
-    """The real tab builds over the runtime's context and the real routes land on the app."""
+    """The real tab builds over the runtime's context and the real routes land on the app (the
+    WebUI runs with --api)."""
     import gradio as gr
     from fastapi import FastAPI
 
+    webui.shared.cmd_opts = standin_cmd_opts("--api")
     callbacks = StandInScriptCallbacks()
     rt = NoHostRuntime()
     callbacks_mod.register_callbacks(callbacks, get_runtime=lambda: rt)

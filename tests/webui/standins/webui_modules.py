@@ -14,6 +14,10 @@ Mirrored (A1111 v1.10.1; Forge ``dfdcbab6`` has the same interfaces):
 * ``modules.shared``: ``OptionInfo(default, label, component, component_args, onchange, section,
   ...)`` with ``.info()``, ``opts.add_option(key, info)``, ``opts.<key>`` (saved value, else the
   registered default, else AttributeError), ``opts.data``.
+* ``modules.shared.cmd_opts``: the command line as ``modules/cmd_args.py`` parses it, for the
+  flags NP-LoRA reads (same names, types and defaults): ``--api``, ``--api-auth``, ``--nowebui``,
+  ``--gradio-auth``, ``--gradio-auth-path``, ``--cors-allow-origins``, ``--cors-allow-origins-regex``,
+  ``--listen``, ``--server-name``.
 * ``modules.script_callbacks``: ``on_before_ui``, ``on_ui_settings``, ``on_model_loaded``,
   ``on_ui_tabs``, ``on_app_started``.
 * ``scripts/xyz_grid.py``: ``AxisOption(label, type, apply, format_value=..., confirm=None,
@@ -25,6 +29,7 @@ Mirrored (A1111 v1.10.1; Forge ``dfdcbab6`` has the same interfaces):
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections import namedtuple
 from types import SimpleNamespace
@@ -190,8 +195,24 @@ class StandInOptions:
             info.onchange()
 
 
-def standin_shared_module(opts=None):
-    return SimpleNamespace(OptionInfo=StandInOptionInfo, opts=opts or StandInOptions())
+def standin_cmd_opts(*argv: str):
+    """``shared.cmd_opts`` of a WebUI started with ``argv`` (e.g. ``"--api", "--api-auth", "u:p"``)."""
+    parser = argparse.ArgumentParser(prog="webui.py", add_help=False)
+    parser.add_argument("--listen", action="store_true")
+    parser.add_argument("--server-name", type=str, default=None)
+    parser.add_argument("--gradio-auth", type=str, default=None)
+    parser.add_argument("--gradio-auth-path", type=str, default=None)
+    parser.add_argument("--api", action="store_true")
+    parser.add_argument("--api-auth", type=str, default=None)
+    parser.add_argument("--nowebui", action="store_true")
+    parser.add_argument("--cors-allow-origins", type=str, default=None)
+    parser.add_argument("--cors-allow-origins-regex", type=str, default=None)
+    return parser.parse_args(list(argv))
+
+
+def standin_shared_module(opts=None, cmd_opts=None):
+    return SimpleNamespace(OptionInfo=StandInOptionInfo, opts=opts or StandInOptions(),
+                           cmd_opts=cmd_opts if cmd_opts is not None else standin_cmd_opts())
 
 
 # ---------------------------------------------------------------------------- script_callbacks
@@ -282,8 +303,9 @@ class StandInDevices:
 
 
 class StandInShared:
-    """``modules.shared`` as the A1111 adapter reads it (``sd_model``, ``opts``)."""
+    """``modules.shared`` as the A1111 adapter reads it (``sd_model``, ``opts``, ``cmd_opts``)."""
 
-    def __init__(self, sd_model):
+    def __init__(self, sd_model, cmd_opts=None):
         self.sd_model = sd_model
         self.opts = StandInOptions()
+        self.cmd_opts = cmd_opts if cmd_opts is not None else standin_cmd_opts()
