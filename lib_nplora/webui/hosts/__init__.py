@@ -59,8 +59,8 @@ class HostLoraIndex(DirectoryIndex):
     version. The list is re-read from the host on every call, so a refresh in the Lora tab shows.
     """
 
-    def __init__(self, networks, folder: str | os.PathLike):
-        super().__init__(folder)
+    def __init__(self, networks, folder: str | os.PathLike, printer=None):
+        super().__init__(folder, printer)
         self._networks = networks
 
     def refresh(self) -> None:
