@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .devices import resolve_device
 from .fusion.basis import compute_bases
 from .fusion.batching import pair_batches, stack
 from .fusion.merge import plan_fusion
@@ -114,6 +115,7 @@ def analyze(content: LoraSet, style: LoraSet, params: FuseParams | None = None, 
     ``cache`` (``cache.Caches``) keeps the style bases, shared with ``fuse``.
     """
     params = params or FuseParams()
+    device = resolve_device(device) if device is not None else None  # refuses meta, xla, absent GPUs
     plan = plan_fusion(content, style, params)
     provider = cache.bases if cache is not None else compute_bases
     names = plan.pairs

@@ -15,6 +15,7 @@ import torch
 
 from .analysis import Analysis, analyze
 from .cache import Caches
+from .devices import resolve_device
 from .errors import ParameterError
 from .formats.atomic import check_output, labelled_inputs
 from .formats.reader import load_lora, load_pair
@@ -25,20 +26,6 @@ from .params import FuseParams
 
 __all__ = ["FuseParams", "load_lora", "load_pair", "fuse", "save_fused", "analyze", "fuse_files",
            "analyze_files", "resolve_device", "output_dtype"]
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """"auto" -> the GPU when one is usable, else the CPU; "cuda"/"cpu" as given."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ParameterError(f"unknown device {device!r}", hint="Use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("a CUDA device was asked for, but none is available",
-                             hint="Use --device cpu or auto")
-    return dev
 
 
 def output_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -82,6 +69,6 @@ def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
 def analyze_files(content_path, style_path, params: FuseParams | None = None, *,
                   device: str | torch.device | None = "auto", cache: Caches | None = None) -> Analysis:
     """Read both files and analyze how the content overlaps the style's subspace."""
+    dev = resolve_device(device)
     content, style = _pair(content_path, style_path, cache)
-    return analyze(content, style, params, device=resolve_device(device),
-                   cache=cache)
+    return analyze(content, style, params, device=dev, cache=cache)

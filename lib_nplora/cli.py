@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("style", help="style LoRA, .safetensors")
     f.add_argument("-o", "--output", required=True, help="output .safetensors file")
     add_param_options(f, FUSE_PARAMS)
-    f.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
+    f.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N or mps")
     f.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16", help="output dtype")
     f.add_argument("--name", default=None, help="ss_output_name / title (default: output file name)")
     f.add_argument("--force", action="store_true", help="overwrite the output file if it exists")

@@ -11,6 +11,31 @@ from __future__ import annotations
 import os
 
 
+def display_name(path: str | bytes | os.PathLike) -> str:
+    """A file's base name as it may be shown anywhere (console, JSON, HTML, logs).
+
+    A plain name is returned as it is; one holding bytes that are not UTF-8 (they arrive as lone
+    surrogates, Python's surrogateescape), control characters or other unprintables is quoted
+    with those escaped: ``'bad\\xff.safetensors'``, ``'a\\nb.safetensors'``.
+    """
+    name = os.path.basename(os.fsdecode(path))
+    if name.isprintable():
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:
+            pass
+    out = []
+    for ch in name:
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif not ch.isprintable() or 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(repr(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "'" + "".join(out) + "'"
+
+
 class NpLoraError(Exception):
     """Base class: a problem the user can act on.
 
@@ -24,7 +49,7 @@ class NpLoraError(Exception):
     def __init__(self, problem: str, *, path: str | os.PathLike | None = None,
                  module: str | None = None, hint: str | None = None):
         self.problem = problem
-        self.path = os.fspath(path) if path is not None else None
+        self.path = os.fsdecode(path) if path is not None else None
         self.module = module
         self.hint = hint
         super().__init__(self._format())
@@ -32,7 +57,7 @@ class NpLoraError(Exception):
     def _format(self) -> str:
         parts = []
         if self.path:
-            parts.append(os.path.basename(self.path))
+            parts.append(display_name(self.path))
         if self.module:
             parts.append(f"module {self.module}")
         text = ": ".join(parts + [self.problem])

@@ -327,7 +327,7 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
     Raises:
         UnsafeFileError, FormatError, ArchitectureError: with the file and module named.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # a bytes path (os.fsencode) reads too
     header, tensors, digest = read_file(path)
     groups, extras = _group(path, tensors)
     if not groups:
@@ -436,7 +436,7 @@ def peek(path: str | os.PathLike) -> Peek:
     Raises:
         UnsafeFileError, FormatError, ArchitectureError: as ``load_lora`` would.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     header = read_header(path)
     groups, _ = _group(path, header.tensors)
     if not groups:

@@ -14,16 +14,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import FormatError, MissingFileError, OutputError, UnsafeFileError
+from ..errors import FormatError, MissingFileError, NpLoraError, OutputError, UnsafeFileError
 from .atomic import atomic_write, check_output
 
 #: safetensors' own limit on the JSON header.
@@ -77,20 +79,117 @@ def refuse_pickle(path: str | os.PathLike) -> None:
             "the file contains, so NP-LoRA only reads .safetensors", path=name, hint=CONVERT_HINT)
 
 
+#: what each kind of file that is not a regular file is called in messages
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISDIR, "a folder"))
+
+_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
+def not_regular(mode: int) -> str | None:
+    """What a file of this mode is when it is not a regular file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _NOT_REGULAR if test(mode)), "not a regular file")
+
+
+def _refuse_type(path: str, mode: int) -> None:
+    what = not_regular(mode)
+    if what is not None:
+        raise FormatError(f"is {what}, not a regular file; NP-LoRA reads only regular .safetensors files",
+                          path=path, hint="Give the path of the LoRA file itself")
+
+
+def open_error(e: OSError, path: str) -> FormatError:
+    """The FormatError for an OSError met opening or reading ``path`` (named, with what to do)."""
+    code = e.errno
+    if code == errno.ENOENT:
+        if os.path.islink(path):
+            return FormatError("is a symbolic link to a file that does not exist", path=path,
+                               hint="Fix or remove the link")
+        return MissingFileError(path)  # its hint says what to check; the app swaps in the list's
+    if code == errno.ELOOP:
+        return FormatError("is a symbolic link loop (or a chain of too many links)", path=path,
+                           hint="Fix or remove the link")
+    if code == errno.ENOTDIR:
+        return FormatError("cannot be opened: a part of its path is a file, not a folder", path=path,
+                           hint="Check the path")
+    if code == errno.ENAMETOOLONG:
+        return FormatError("has a name or path longer than the system allows (255 bytes per name)",
+                           path=path, hint="Use a shorter name")
+    if code in (errno.EACCES, errno.EPERM):
+        return FormatError("cannot be read (permission denied)", path=path,
+                           hint="Check the file's permissions")
+    if code == errno.EISDIR:
+        return FormatError("is a folder, not a file", path=path, hint="Give the path of the LoRA file itself")
+    if code == errno.ENXIO:  # a socket (or a device without its driver)
+        return FormatError("is a socket or a device, not a regular file", path=path,
+                           hint="Give the path of the LoRA file itself")
+    return FormatError(f"cannot be read ({e.strerror or type(e).__name__})", path=path,
+                       hint="Check the file and the disk, then try again")
+
+
+def _checked_path(path: str | bytes | os.PathLike) -> str:
+    """The path as text, refused when its file name is not valid UTF-8 or holds a NUL."""
+    name = os.fsdecode(path)
+    try:
+        os.path.basename(name).encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("has a file name that is not valid UTF-8 text", path=name,
+                          hint="Rename the file (LoRA names must be text the WebUI can show)") from None
+    if "\0" in name:
+        raise FormatError("has a NUL character in its path", path=name, hint="Check the path")
+    return name
+
+
+def open_for_reading(path: str | bytes | os.PathLike):
+    """The only way a LoRA file is opened for reading: a binary file object, or a FormatError.
+
+    Never blocks and never follows anything but a regular file: the type is checked with
+    ``stat`` first (symbolic links to regular files are fine), the file is opened with
+    ``O_NONBLOCK | O_NOCTTY`` (a FIFO swapped in after the check opens at once instead of waiting
+    for a writer), checked again with ``fstat`` on the open descriptor, and only then put back in
+    blocking mode. Every OSError (missing file, dangling link, link loop, a path through a file,
+    a name over NAME_MAX, permission, ...) becomes a FormatError naming the file.
+    """
+    name = _checked_path(path)
+    refuse_pickle(name)
+    try:
+        mode = os.stat(name).st_mode
+    except OSError as e:
+        raise open_error(e, name) from None
+    _refuse_type(name, mode)
+    try:
+        fd = os.open(name, _READ_FLAGS)
+    except OSError as e:
+        raise open_error(e, name) from None
+    try:
+        _refuse_type(name, os.fstat(fd).st_mode)
+        if _READ_FLAGS & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except OSError as e:
+        os.close(fd)
+        raise open_error(e, name) from None
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @contextlib.contextmanager
 def _opened(path):
-    """The file opened for reading, with open() failures as FormatErrors naming it."""
-    refuse_pickle(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise MissingFileError(path) from None
-    except IsADirectoryError:
-        raise FormatError("is a folder, not a file", path=path) from None
-    except PermissionError:
-        raise FormatError("cannot be read (permission denied)", path=path) from None
+    """The file opened for reading (``open_for_reading``); an OSError while it is read is a
+    FormatError naming it too."""
+    f = open_for_reading(path)
     with f:
-        yield f
+        try:
+            yield f
+        except OSError as e:
+            if isinstance(e, NpLoraError):
+                raise
+            raise open_error(e, os.fsdecode(path)) from None
 
 
 def read_header(path: str | os.PathLike) -> Header:
@@ -201,9 +300,9 @@ def _view(buf: bytearray, info: TensorInfo) -> torch.Tensor:
 
 def data_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of the bytes after the header (A1111's and kohya's LoRA hash)."""
-    header = read_header(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _opened(path) as f:
+        header = _parse_header(f, path, os.fstat(f.fileno()).st_size)
         f.seek(header.data_offset)
         while chunk := f.read(1 << 24):
             h.update(chunk)

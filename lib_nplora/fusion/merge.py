@@ -24,6 +24,7 @@ from typing import Protocol
 import torch
 
 from .. import arch as archmod
+from ..devices import resolve_device
 from ..errors import ParameterError, UnsupportedModuleError
 from ..fused import FusedLora, FusedModule, InputInfo
 from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
@@ -217,6 +218,8 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         FusedLora with rank r_s + r_c per fused module, scaling baked in. All factors are views
         of one buffer allocated up front, so memory is the output's size plus one batch.
     """
+    device = resolve_device(device) if device is not None else None  # refuses meta, xla, absent GPUs
+    out_device = resolve_device(out_device)
     plan = plan_fusion(content, style, params)
     wc, ws = params.content_weight, params.style_weight
     c = params.c

@@ -3,7 +3,9 @@
 Options (``shared.opts``):
 
 * ``nplora_device``: where fusion math runs: "auto" (the WebUI's device: the GPU when there is
-  one), "GPU" or "CPU";
+  one), "GPU" or "CPU"; a value written another way (``/sdapi/v1/options``, config.json) is
+  kept as it is and goes through ``devices.resolve_device`` when fusion runs, so "cuda:1" works
+  where that GPU exists and "meta" or "cuda:7" get the same clear ParameterError as ``--device``;
 * ``nplora_cache_mb``: memory for cached inputs, style bases and fused results (MiB);
 * ``nplora_default_mu``, ``nplora_default_k`` (0 = full rank): the accordion's starting values
   and the REST API's defaults;
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import devices
 from ..cache import shared as shared_caches
 from ..errors import ParameterError
 from ..params import DEFAULT_MU, FuseParams
@@ -92,7 +95,8 @@ def read(opts) -> Settings:
     """The current settings; anything unreadable falls back to its default."""
     if opts is None:
         return DEFAULTS
-    device = str(_get(opts, "nplora_device"))
+    device = str(_get(opts, "nplora_device")).strip()[:100]
+    device = next((d for d in DEVICES if d.lower() == device.lower()), device)  # checked when used
     try:
         cache_mb = min(max(int(float(_get(opts, "nplora_cache_mb"))), 0), MAX_CACHE_MB)
     except (TypeError, ValueError):
@@ -105,7 +109,7 @@ def read(opts) -> Settings:
         k = max(int(float(_get(opts, "nplora_default_k"))), 0)
     except (TypeError, ValueError):
         k = DEFAULTS.default_k
-    return Settings(device if device in DEVICES else "auto", cache_mb, mu, k,
+    return Settings(device or "auto", cache_mb, mu, k,
                     bool(_get(opts, "nplora_project_te")))
 
 
@@ -115,10 +119,18 @@ def apply(settings: Settings, caches=shared_caches) -> None:
 
 
 def fusion_device(settings: Settings, host_device) -> torch.device:
-    """Where fusion runs: "CPU", or the host's device for "auto"/"GPU" (CPU if it has no GPU)."""
-    if settings.device == "CPU" or host_device is None:
+    """Where fusion runs: "CPU", or the host's device for "auto"/"GPU" (the CPU when the host has
+    no device fusion can run on); any other value as ``devices.resolve_device`` reads it.
+
+    Raises:
+        ParameterError: a device value NP-LoRA cannot compute on (``meta``, ``xla``, a GPU this
+            machine does not have).
+    """
+    if settings.device == "CPU":
         return torch.device("cpu")
-    return torch.device(host_device)
+    if settings.device in ("auto", "GPU"):
+        return devices.host_device(host_device) or torch.device("cpu")
+    return devices.resolve_device(settings.device)
 
 
 def fusion_dtype(device: torch.device) -> torch.dtype:

@@ -45,7 +45,8 @@ def test_settings_cache_size_takes_effect_on_change():
     ({"nplora_device": "CPU", "nplora_cache_mb": 512, "nplora_default_mu": 1.0, "nplora_default_k": 8,
       "nplora_project_te": True}, settings.Settings("CPU", 512, 1.0, 8, True)),
     ({"nplora_device": "TPU", "nplora_cache_mb": "lots", "nplora_default_mu": "x", "nplora_default_k": -3},
-     settings.Settings("auto", settings.DEFAULTS.cache_mb, settings.DEFAULTS.default_mu, 0, False)),
+     settings.Settings("TPU", settings.DEFAULTS.cache_mb, settings.DEFAULTS.default_mu, 0, False)),
+    ({"nplora_device": " cpu "}, settings.Settings("CPU")),
     ({"nplora_cache_mb": 10 ** 12}, settings.Settings(cache_mb=settings.MAX_CACHE_MB)),
 ])
 def test_settings_read_is_safe(data, expected):
@@ -63,6 +64,10 @@ def test_fusion_device_and_dtype():
     assert settings.fusion_device(s(device="CPU"), "cuda:0") == torch.device("cpu")
     assert settings.fusion_device(s(device="auto"), "cuda:0") == torch.device("cuda:0")
     assert settings.fusion_device(s(device="GPU"), None) == torch.device("cpu")
+    assert settings.fusion_device(s(device="auto"), "privateuseone:0") == torch.device("cpu")
+    assert settings.fusion_device(s(device="cpu"), "cuda:0") == torch.device("cpu")
+    with pytest.raises(ParameterError, match="device 'TPU' cannot be used"):  # kept by read(), refused here
+        settings.fusion_device(s(device="TPU"), "cuda:0")
     assert settings.fusion_dtype(torch.device("cpu")) == torch.float32
     assert settings.fusion_dtype(torch.device("cuda:0")) == torch.float16
 

@@ -59,8 +59,8 @@ class HostLoraIndex(DirectoryIndex):
     version. The list is re-read from the host on every call, so a refresh in the Lora tab shows.
     """
 
-    def __init__(self, networks, folder: str | os.PathLike):
-        super().__init__(folder)
+    def __init__(self, networks, folder: str | os.PathLike, printer=None):
+        super().__init__(folder, printer)
         self._networks = networks
 
     def refresh(self) -> None:
@@ -68,21 +68,26 @@ class HostLoraIndex(DirectoryIndex):
         super().refresh()
 
     def entries(self) -> dict[str, LoraEntry]:
-        with self._lock:
-            return self._scan()
+        found, notes = self._scan()  # no lock held: header reads never hold up other requests
+        self._set_notes(notes)
+        return found
 
-    def _scan(self) -> dict[str, LoraEntry]:
+    def _scan(self) -> tuple[dict[str, LoraEntry], list[tuple[str, str]]]:
         found: dict[str, LoraEntry] = {}
+        notes: list[tuple[str, str]] = []
         for name, on_disk in list(self._networks.available_networks.items()):
             filename = getattr(on_disk, "filename", None)
             if not filename:
                 continue
-            entry = self._entry(os.fspath(filename))
+            path = os.fsdecode(filename)
+            entry = self._entry(path, os.path.basename(path), notes)
+            if entry is None:  # a FIFO, socket, link loop, ... in the host's list: skipped, noted
+                continue
             alias = getattr(on_disk, "alias", None)
             if not alias or alias == name:
                 alias = entry.alias
             found[name] = LoraEntry(name, entry.path, alias, entry.arch, entry.arch_candidates)
-        return found
+        return found, notes
 
 
 def model_arch(sd_model) -> str | None:
