@@ -26,7 +26,7 @@ from ..lora import PASSTHROUGH_TYPES, LoraModule, LoraSet, LowRank
 from . import keys as K
 from . import lycoris
 from .safetensors_file import read_file, read_header
-from .untrusted import UntrustedJSONError, loads_json, show, show_bare
+from .untrusted import MAX_METADATA_DEPTH, UntrustedJSONError, loads_json, show, show_bare
 
 #: Preference among architectures a file fits equally well (metadata decides first).
 ARCH_PREFERENCE = ("sdxl", "sd1", "flux", "sd2")
@@ -82,9 +82,6 @@ def _group(path, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, _Group], d
         groups[stem] = _Group(stem, roles, src[stem], kind)
     return groups, extras
 
-
-#: Deepest JSON nesting accepted in a metadata value that is parsed (PEFT's config has 3).
-MAX_METADATA_DEPTH = 32
 
 _PEFT_FIELDS = ("r", "lora_alpha", "alpha_pattern", "rank_pattern", "use_rslora")
 _PEFT_HINT = ("The file's lora_adapter_metadata is damaged; re-save the LoRA with diffusers/PEFT, "

@@ -27,6 +27,11 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _INNERMOST = re.compile(rb"\[\]|\{\}")
 
 
+#: Deepest JSON nesting accepted in a metadata value that is parsed (``lora_adapter_metadata``:
+#: 2-3 levels; ``ss_tag_frequency``: 2).
+MAX_METADATA_DEPTH = 32
+
+
 class UntrustedJSONError(ValueError):
     """The text is not JSON we accept; ``str()`` says why without quoting the text."""
 
