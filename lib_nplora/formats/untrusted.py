@@ -25,6 +25,7 @@ import re
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _INNERMOST = re.compile(rb"\[\]|\{\}")
+_OPENERS = re.compile(rb"[\[{]+")
 
 
 #: Deepest JSON nesting accepted in a metadata value that is parsed (``lora_adapter_metadata``:
@@ -37,20 +38,23 @@ class UntrustedJSONError(ValueError):
 
 
 def json_depth_ok(raw: bytes | str, max_depth: int) -> bool:
-    """Whether every bracket in ``raw`` (outside string literals) is nested at most
-    ``max_depth`` deep; False too for unbalanced brackets (the JSON is invalid anyway)."""
+    """Whether parsing ``raw`` as JSON nests (recurses) at most ``max_depth`` levels: every
+    bracket outside string literals, matched or not, counted."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     # Each round removes every innermost pair; valid JSON of depth d is gone after d rounds.
-    for _ in range(max_depth):
+    for done in range(max_depth + 1):
         if not brackets:
             return True
         shorter = _INNERMOST.sub(b"", brackets)
         if len(shorter) == len(brackets):
-            return False  # mismatched brackets such as "[}"
+            # Unbalanced (an unclosed "{", a "[}"): the parser fails on it, after recursing at
+            # most the pairs removed so far plus the longest run of openers left.
+            longest = max((len(run) for run in _OPENERS.findall(brackets)), default=0)
+            return done + longest <= max_depth
         brackets = shorter
-    return not brackets
+    return False
 
 
 def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
@@ -70,10 +74,12 @@ def loads_json(raw: bytes | str, *, max_depth: int) -> object:
             names the reason only).
     """
     if not json_depth_ok(raw, max_depth):
-        raise UntrustedJSONError(f"it is nested deeper than {max_depth} levels, or its brackets do not match")
+        raise UntrustedJSONError(f"it is nested deeper than {max_depth} levels")
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
         return json.loads(text, object_pairs_hook=_unique_pairs)
+    except UntrustedJSONError:
+        raise  # a duplicate key
     except UnicodeDecodeError:
         raise UntrustedJSONError("it is not UTF-8 text") from None
     except json.JSONDecodeError as e:
