@@ -180,7 +180,9 @@ _RSS_CHILD = """
             return int(f.read().split()[1]) * resource.getpagesize()
     before = rss()
     lora = load_lora(sys.argv[1])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM (this process image's peak), not ru_maxrss: that keeps a forked parent's peak
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
     out = sum(m.factors.up.numel() + m.factors.down.numel() for m in lora.modules.values()) * 4
     m = next(iter(lora.modules.values()))
     print(peak - before, out, m.factors.rank, m.lossy, m.note)
