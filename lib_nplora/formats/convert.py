@@ -18,6 +18,24 @@ Conventions follow LyCORIS and the WebUI loaders (A1111 ``network_*.py``, ComfyU
 Factor ranks above ``max_rank`` are reduced with the exact factor-level SVD
 (``lib_nplora.fusion.linalg.lowrank_svd``), losslessly down to the numerical rank and lossily
 beyond it, with a note saying how much energy was kept.
+
+Memory bound (a LoRA file is hostile: its ranks r1, r2 are free, only out/in are fixed by the
+base model's layer, which the reader checks first). Converting one module never holds more
+than a few times ``(out + in) * max(max_rank * EXACT_FACTOR_MULTIPLE, file rank)`` float32
+values plus ``ROW_BLOCK_ELEMENTS``:
+
+* LoHa: the rank-(r1*r2) factors are formed only when r1*r2 <= EXACT_FACTOR_MULTIPLE *
+  max_rank (4 * 256: every LoHa up to dim 32); a wider product is truncated from blocks of its
+  rows (``_truncate_hadamard``: a full SVD when out*in is no larger than rank-(max_rank + 10)
+  factors, else a randomized SVD with a fixed seed), never forming the r1*r2 factors;
+* LoKr: factors of rank d1*d2 are formed only when d1*d2 <= max_rank; otherwise the
+  truncation comes from the SVDs of the two Kronecker factors (exact, and no larger than them);
+* CP/Tucker cores multiply a file tensor by at most its kernel size (kh*kw <= 9 in SD).
+
+So reading any file takes at most about: the file's size (one buffer) + 10-20 x its header
+(JSON objects) + the converted modules (the output, float32) x ~3 + a constant
+(``ROW_BLOCK_ELEMENTS`` and the SVD work of one module); ``tests/security/test_hostile_files.py``
+measures it on LoHa/LoKr bomb files.
 """
 
 from __future__ import annotations
@@ -25,11 +43,19 @@ from __future__ import annotations
 import torch
 
 from ..errors import FormatError
-from ..fusion.linalg import lowrank_svd, numerical_rank
+from ..fusion.linalg import core_svd, lowrank_svd, numerical_rank
 from ..lora import LowRank
 
 #: Largest rank a converted module (LoHa, LoKr, full) keeps; larger ones are truncated.
 MAX_CONVERTED_RANK = 256
+#: LoHa factors of rank r1*r2 up to this multiple of the rank cap are formed (and reduced
+#: exactly); wider ones are never formed (see ``_truncate_hadamard``).
+EXACT_FACTOR_MULTIPLE = 4
+#: Extra columns of the randomized SVD, and its power iterations.
+OVERSAMPLE = 10
+POWER_ITERATIONS = 2
+#: Elements of dW formed at once when a LoHa product is truncated from its rows (4 MiB float32).
+ROW_BLOCK_ELEMENTS = 1 << 20
 
 
 class Conversion:
@@ -110,8 +136,19 @@ def colwise_kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a[:, None, :] * b[None, :, :]).reshape(-1, a.shape[1])
 
 
-def loha(t: dict) -> Conversion:
-    """LoHa (Hadamard product of two low-rank terms), plain or CP form."""
+def _check_inner(name: str, up: torch.Tensor, down: torch.Tensor) -> None:
+    if up.dim() != 2 or down.dim() != 2 or up.shape[1] != down.shape[0]:
+        raise ValueError(f"{name}: its a factor {list(up.shape)} and b factor {list(down.shape)} do not multiply")
+
+
+def loha(t: dict, max_rank: int = MAX_CONVERTED_RANK) -> Conversion:
+    """LoHa (Hadamard product of two low-rank terms), plain or CP form, at most ``max_rank``.
+
+    dW = (u1 d1) * (u2 d2), u_i (out, r_i), d_i (r_i, in). Its rank-(r1*r2) factors
+    (``rowwise_kron``/``colwise_kron``) are formed only when r1*r2 <= EXACT_FACTOR_MULTIPLE *
+    max_rank (then reduced exactly, as before); wider ones go through ``_truncate_hadamard``,
+    which never forms them.
+    """
     r = t["hada_w1_b"].shape[0]
     if "hada_t1" in t or "hada_t2" in t:
         if not ("hada_t1" in t and "hada_t2" in t):
@@ -121,11 +158,103 @@ def loha(t: dict) -> Conversion:
     else:
         u1, d1 = _f32(t["hada_w1_a"]), _f32(t["hada_w1_b"].reshape(r, -1))
         u2, d2 = _f32(t["hada_w2_a"]), _f32(t["hada_w2_b"].reshape(t["hada_w2_b"].shape[0], -1))
+    _check_inner("hada_w1", u1, d1)
+    _check_inner("hada_w2", u2, d2)
     if u1.shape[0] != u2.shape[0] or d1.shape[1] != d2.shape[1]:
         raise ValueError("the two LoHa terms have different shapes")
-    up, down = rowwise_kron(u1, u2), colwise_kron(d1, d2)
-    note = f"LoHa rank {r} as exact rank-{up.shape[1]} factors"
-    return Conversion(LowRank(up, down, _scale(t, r)), note)
+    scale = _scale(t, r)
+    r1, r2 = u1.shape[1], u2.shape[1]
+    if r1 * r2 <= EXACT_FACTOR_MULTIPLE * max_rank:
+        up, down = rowwise_kron(u1, u2), colwise_kron(d1, d2)
+        note = f"LoHa rank {r} as exact rank-{up.shape[1]} factors"
+        return limit_rank(Conversion(LowRank(up, down, scale), note), max_rank)
+    up, down, note, lossy = _truncate_hadamard(u1, d1, u2, d2, max_rank)
+    return Conversion(LowRank(up, down, scale), f"LoHa rank {r} (product rank {r1 * r2}) {note}", lossy)
+
+
+def _hadamard_rows(u1, d1, u2, d2, lo: int, hi: int) -> torch.Tensor:
+    """Rows lo:hi of (u1 d1) * (u2 d2): (hi - lo, in)."""
+    return (u1[lo:hi] @ d1).mul_(u2[lo:hi] @ d2)
+
+
+def _truncate_hadamard(u1, d1, u2, d2, max_rank: int):
+    """Best rank-``max_rank`` factors of dW = (u1 d1) * (u2 d2) without its rank-(r1*r2) factors.
+
+    m, n = dW's shape, k = max_rank + OVERSAMPLE. Rows of dW are formed ROW_BLOCK_ELEMENTS at
+    a time (never the whole out x in matrix unless m*n <= k*(m + n), i.e. unless it is no
+    larger than k-rank factors):
+
+    * m*n <= k*(m + n): dW is formed and decomposed by a full SVD (exact truncation, as the
+      factor SVD gave before);
+    * otherwise a randomized SVD (Halko et al. 2011, fixed seed, POWER_ITERATIONS power
+      iterations) from products of dW and dW^T with (n, k) / (m, k) blocks: memory
+      O((m + n) k + ROW_BLOCK_ELEMENTS), the energy kept measured against ||dW||_F exactly.
+
+    Returns:
+        (up (m, keep), down (keep, n), note, lossy).
+    """
+    m, n = u1.shape[0], d1.shape[1]
+    k = max_rank + OVERSAMPLE
+    block = max(1, ROW_BLOCK_ELEMENTS // max(n, 1))
+    if m * n <= k * (m + n):
+        dense = torch.empty(m, n)
+        for lo in range(0, m, block):
+            dense[lo:lo + block] = _hadamard_rows(u1, d1, u2, d2, lo, lo + block)
+        u, s, vh = torch.linalg.svd(dense, full_matrices=False)
+        total = float((s.double() ** 2).sum())
+        how = "by SVD"
+    else:
+        gen = torch.Generator().manual_seed(0)
+        totals = []
+
+        def mul(x):  # dW @ x: (n, k) -> (m, k)
+            out = torch.empty(m, x.shape[1])
+            for lo in range(0, m, block):
+                out[lo:lo + block] = _hadamard_rows(u1, d1, u2, d2, lo, lo + block) @ x
+            return out
+
+        def tmul(y, measure=False):  # dW^T @ y: (m, k) -> (n, k)
+            acc = torch.zeros(n, y.shape[1])
+            energy = 0.0
+            for lo in range(0, m, block):
+                rows = _hadamard_rows(u1, d1, u2, d2, lo, lo + block)
+                acc.addmm_(rows.T, y[lo:lo + block])
+                if measure:
+                    energy += float((rows.double() ** 2).sum())
+            totals.append(energy)
+            return acc
+
+        q = torch.linalg.qr(mul(torch.randn(n, k, generator=gen))).Q
+        for _ in range(POWER_ITERATIONS):
+            q = torch.linalg.qr(mul(torch.linalg.qr(tmul(q)).Q)).Q
+        bt = tmul(q, measure=True)                              # dW^T Q: (n, k)
+        u_b, s, vh = torch.linalg.svd(bt.T, full_matrices=False)  # (k, k), (k,), (k, n)
+        u = q @ u_b
+        total = totals[-1]
+        how = "by randomized SVD"
+    rank = numerical_rank(s, m, n)
+    keep = max(min(rank, max_rank), 1)
+    kept = float((s[:keep].double() ** 2).sum())
+    energy = kept / total if total > 0 else 1.0
+    lossy = keep < rank
+    root = s[:keep].clamp_min(0).sqrt()
+    note = (f"reduced to rank {keep} {how} ({energy:.2%} of its energy kept)" if lossy
+            else f"as its numerical rank {keep} {how} (exact)")
+    return (u[:, :keep] * root).contiguous(), (root[:, None] * vh[:keep]).contiguous(), note, lossy
+
+
+def _side_svd(t: dict, i: int):
+    """SVD of the LoKr factor w_i: (U (p, k), s (k,), Vh (k, q)), from its factors when it
+    is stored as a product (never densely)."""
+    w = t.get(f"lokr_w{i}")
+    if w is not None:
+        w = _f32(w).reshape(w.shape[0], -1)
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        return u, s, vh
+    a, b = _kron_side(t, i)
+    _check_inner(f"lokr_w{i}", a, b)
+    q_b, u, s, q_a, vh = core_svd(a[None], b[None])
+    return q_b[0] @ u[0], s[0], vh[0] @ q_a[0].mT
 
 
 def _kron_side(t: dict, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,19 +274,65 @@ def _kron_side(t: dict, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _f32(wa), _f32(wb).reshape(wb.shape[0], -1)
 
 
-def lokr(t: dict) -> Conversion:
-    """LoKr (Kronecker product), low-rank or full factors, plain or CP."""
-    a1, b1 = _kron_side(t, 1)
-    a2, b2 = _kron_side(t, 2)
-    up = torch.kron(a1, a2)
-    down = torch.kron(b1, b2)
+def _inner(t: dict, i: int) -> int:
+    """Inner size of ``_kron_side(t, i)`` from shapes alone."""
+    w = t.get(f"lokr_w{i}")
+    if w is not None:
+        return min(w.shape[0], _prod_shape(w.shape[1:]))
+    wb = t.get(f"lokr_w{i}_b")
+    if wb is None:
+        raise ValueError(f"LoKr needs lokr_w{i} or both lokr_w{i}_a and lokr_w{i}_b")
+    return wb.shape[0]
+
+
+def _prod_shape(shape) -> int:
+    n = 1
+    for x in shape:
+        n *= int(x)
+    return n
+
+
+def lokr(t: dict, max_rank: int = MAX_CONVERTED_RANK) -> Conversion:
+    """LoKr (Kronecker product), low-rank or full factors, plain or CP, at most ``max_rank``.
+
+    Rank d1*d2 factors kron(A1, A2), kron(B1, B2) are formed only when d1*d2 <= max_rank and
+    fits the layer (they are then no larger than the output). Otherwise the SVD of
+    kron(W1, W2) is the Kronecker product of the factors' SVDs: singular values s1_i * s2_j,
+    vectors kron(u1_i, u2_j) and kron(v1_i, v2_j). The largest ``max_rank`` of them are the
+    exact best truncation, built straight into (out, keep) / (keep, in) factors.
+    """
     dim = None
     if "lokr_w1_b" in t:
         dim = t["lokr_w1_b"].shape[0]
     elif "lokr_w2_b" in t:
         dim = t["lokr_w2_b"].shape[0]
-    note = f"LoKr as exact rank-{up.shape[1]} factors"
-    return Conversion(LowRank(up, down, _scale(t, dim)), note)
+    scale = _scale(t, dim)
+    d1, d2 = _inner(t, 1), _inner(t, 2)
+    if d1 * d2 <= max_rank:
+        a1, b1 = _kron_side(t, 1)
+        a2, b2 = _kron_side(t, 2)
+        up, down = torch.kron(a1, a2), torch.kron(b1, b2)
+        conv = Conversion(LowRank(up, down, scale), f"LoKr as exact rank-{up.shape[1]} factors")
+        return limit_rank(conv, max_rank)
+    u1, s1, vh1 = _side_svd(t, 1)
+    u2, s2, vh2 = _side_svd(t, 2)
+    m, n = u1.shape[0] * u2.shape[0], vh1.shape[1] * vh2.shape[1]
+    prods = (s1[:, None] * s2[None, :]).reshape(-1)
+    s, order = torch.sort(prods, descending=True, stable=True)
+    rank = numerical_rank(s, m, n)
+    keep = max(min(rank, max_rank), 1)
+    idx = order[:keep]
+    i, j = idx // s2.shape[0], idx % s2.shape[0]
+    root = s[:keep].clamp_min(0).sqrt()
+    up = (u1[:, i][:, None, :] * u2[:, j][None, :, :]).reshape(m, keep) * root
+    down = (vh1[i][:, :, None] * vh2[j][:, None, :]).reshape(keep, n) * root[:, None]
+    total = float((s.double() ** 2).sum())
+    energy = float((s[:keep].double() ** 2).sum()) / total if total > 0 else 1.0
+    lossy = keep < rank
+    note = (f"LoKr (rank {d1 * d2}) reduced to rank {keep} through the SVD of its Kronecker factors "
+            f"({energy:.2%} of its energy kept)" if lossy else
+            f"LoKr (rank {d1 * d2}) as its numerical rank {keep} through the SVD of its Kronecker factors (exact)")
+    return Conversion(LowRank(up.contiguous(), down.contiguous(), scale), note, lossy)
 
 
 def full(t: dict, max_rank: int) -> Conversion:
@@ -204,10 +379,9 @@ def convert(kind: str, tensors: dict, *, path, module: str, max_rank: int = MAX_
     try:
         if kind == "full":
             return full(tensors, max_rank)
-        conv = CONVERTERS[kind](tensors)
         if kind in ("loha", "lokr"):
-            conv = limit_rank(conv, max_rank)
-        return conv
+            return CONVERTERS[kind](tensors, max_rank)
+        return CONVERTERS[kind](tensors)
     except KeyError as e:
         raise FormatError(f"{kind} module is missing its {e.args[0]!r} tensor", path=path, module=module,
                           hint="The file is incomplete or uses an unknown variant") from None

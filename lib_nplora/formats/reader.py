@@ -11,10 +11,8 @@ raise a FormatError naming the file and module.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from ..lora import PASSTHROUGH_TYPES, LoraModule, LoraSet, LowRank
 from . import keys as K
 from .convert import MAX_CONVERTED_RANK, convert
 from .safetensors_file import read_file, read_header
+from .untrusted import MAX_METADATA_DEPTH, UntrustedJSONError, loads_json, show, show_bare
 
 #: Preference among architectures a file fits equally well (metadata decides first).
 ARCH_PREFERENCE = ("sdxl", "sd1", "flux", "sd2")
@@ -62,12 +61,12 @@ def _group(path, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, _Group], d
             continue
         stem, role = hit
         if role in stems[stem]:
-            raise FormatError(f"has two tensors for the {role!r} of one module ({src[stem][0]}, {key})",
-                              path=path, module=stem)
+            raise FormatError(f"has two tensors for the {role!r} of one module ({show(src[stem][0])}, {show(key)})",
+                              path=path, module=show_bare(stem))
         stems[stem][role] = t
         src[stem].append(key)
     if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        shown = ", ".join(show(k) for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise FormatError(f"has {len(unknown)} tensor(s) that are not part of any known LoRA module type: {shown}",
                           path=path, hint="It may be another kind of file (a checkpoint, an embedding) "
                                           "or a LoRA variant NP-LoRA does not read")
@@ -76,71 +75,171 @@ def _group(path, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, _Group], d
         kind = K.module_kind(set(roles))
         if kind is None:
             if set(roles) <= {"alpha", "scale"}:
-                raise FormatError("has an alpha but no weights", path=path, module=stem,
+                raise FormatError("has an alpha but no weights", path=path, module=show_bare(stem),
                                   hint="The file is incomplete")
             have = ", ".join(sorted(roles))
-            raise FormatError(f"is incomplete: it has only {have}", path=path, module=stem,
+            raise FormatError(f"is incomplete: it has only {have}", path=path, module=show_bare(stem),
                               hint="A LoRA module needs both its down and up weights")
         groups[stem] = _Group(stem, roles, src[stem], kind)
     return groups, extras
 
 
-def _peft_config(metadata: dict[str, str]) -> dict[str, dict]:
-    """PEFT LoraConfig(s) that diffusers stores as JSON in ``lora_adapter_metadata``.
+_PEFT_FIELDS = ("r", "lora_alpha", "alpha_pattern", "rank_pattern", "use_rslora")
+_PEFT_HINT = ("The file's lora_adapter_metadata is damaged; re-save the LoRA with diffusers/PEFT, "
+              "or remove that metadata entry (the modules then keep a scale of 1)")
+#: Characters of a module name. A pattern key with anything else is a regular expression,
+#: which NP-LoRA never runs (a file must not choose a regex's cost).
+_LITERAL_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-:")
+
+
+def _peft_config(path, metadata: dict[str, str]) -> dict[str, dict]:
+    """PEFT LoraConfig(s) that diffusers stores as JSON in ``lora_adapter_metadata``, checked.
 
     Pipeline saves prefix each key with its component ("unet.lora_alpha"); a single model's
-    save does not. Returns component prefix ("" for unprefixed) -> config dict.
+    save does not. Returns component prefix ("" for unprefixed) -> config dict, each with
+    ``lora_alpha`` a finite number, ``r`` a positive int, ``use_rslora`` a bool,
+    ``alpha_pattern`` a dict of literal module names -> finite numbers and ``rank_pattern``
+    a dict of names -> positive ints, where present.
+
+    Raises:
+        FormatError: the metadata is not such JSON (names the file and the key).
     """
     raw = metadata.get("lora_adapter_metadata")
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, TypeError):
-        return {}
+        data = loads_json(raw, max_depth=MAX_METADATA_DEPTH)
+    except UntrustedJSONError as e:
+        raise FormatError(f"has lora_adapter_metadata that cannot be read: {e}", path=path,
+                          hint=_PEFT_HINT) from None
     if not isinstance(data, dict):
-        return {}
+        raise FormatError("has lora_adapter_metadata that is not a JSON object", path=path, hint=_PEFT_HINT)
     configs: dict[str, dict] = defaultdict(dict)
     for key, value in data.items():
         prefix, dot, field = key.rpartition(".")
         if dot and field in _PEFT_FIELDS:
-            configs[prefix][field] = value
+            configs[prefix][field] = _peft_value(path, key, field, value)
         elif key in _PEFT_FIELDS:
-            configs[""][key] = value
+            configs[""][key] = _peft_value(path, key, key, value)
     return dict(configs)
 
 
-_PEFT_FIELDS = ("r", "lora_alpha", "alpha_pattern", "rank_pattern", "use_rslora")
+def _is_number(x) -> bool:
+    return type(x) in (int, float) and math.isfinite(x)
 
 
-def _apply_peft_alpha(groups: dict[str, "_Group"], metadata: dict[str, str]) -> None:
+def _peft_value(path, key: str, field: str, value):
+    """One PEFT config value, checked (see ``_peft_config``)."""
+    def refuse(what: str):
+        return FormatError(f"has lora_adapter_metadata whose {show(key)} {what}", path=path, hint=_PEFT_HINT)
+
+    if field == "lora_alpha":
+        if not _is_number(value):
+            raise refuse(f"is {_kind(value)}, not a finite number")
+        return float(value)
+    if field == "r":
+        if type(value) is not int or value < 1:
+            raise refuse(f"is {_kind(value)}, not a positive integer")
+        return value
+    if field == "use_rslora":
+        if type(value) is not bool:
+            raise refuse(f"is {_kind(value)}, not true or false")
+        return value
+    # alpha_pattern / rank_pattern: module name -> number
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise refuse(f"is {_kind(value)}, not an object of module names")
+    out = {}
+    for name, v in value.items():
+        ok = _is_number(v) if field == "alpha_pattern" else (type(v) is int and v >= 1)
+        if not ok:
+            want = "a finite number" if field == "alpha_pattern" else "a positive integer"
+            raise refuse(f"gives {show(name)} {_kind(v)}, not {want}")
+        if field == "alpha_pattern" and not (name and set(name) <= _LITERAL_NAME):
+            raise FormatError(
+                f"has lora_adapter_metadata whose {show(key)} key {show(name)} is a regular expression; "
+                "NP-LoRA reads alpha_pattern keys as literal module names (a dotted suffix of the "
+                "module path, as diffusers writes them) and never runs a regular expression from a file",
+                path=path, hint="Re-save the LoRA with diffusers, which writes literal module names")
+        out[name] = float(v) if field == "alpha_pattern" else v
+    return out
+
+
+def _kind(value) -> str:
+    """What a JSON value is, for a message (never the value itself unless it is a number)."""
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "a boolean"
+    if type(value) in (int, float):
+        return repr(value) if math.isfinite(value) else ("NaN" if value != value else "infinite")
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def pattern_value(patterns: dict[str, float], module_path: str) -> float | None:
+    """The value of the first key of ``patterns`` (in the file's order) that is ``module_path``
+    or a dotted suffix of it; None if none is.
+
+    This is PEFT's ``get_pattern_key`` (peft/utils/other.py: the first key for which
+    ``re.match(rf"(.*\\.)?({key})$", module_path)`` matches wins) for keys that are literal module
+    names, which is what diffusers and PEFT write; regex keys are refused by ``_peft_config``.
+    A regex ``.`` also matches other characters, which no module name of the same length has.
+    Cost: one dict look-up per dot in the path (no scan over the patterns).
+    """
+    best = None
+    start = 0
+    while True:
+        hit = patterns.get(module_path[start:])
+        if hit is not None and (best is None or hit[0] < best[0]):
+            best = hit
+        dot = module_path.find(".", start)
+        if dot < 0:
+            break
+        start = dot + 1
+    return best[1] if best is not None else None
+
+
+def _apply_peft_alpha(path, groups: dict[str, "_Group"], metadata: dict[str, str]) -> None:
     """Give diffusers/PEFT modules the scale their LoraConfig defines (they carry no alpha keys).
 
-    scale = alpha / r (alpha / sqrt(r) with rsLoRA); alpha from ``alpha_pattern`` (PEFT's rule:
-    the pattern matches the end of the module path) or ``lora_alpha``; r = the module's rank.
+    scale = alpha / r (alpha / sqrt(r) with rsLoRA); alpha from ``alpha_pattern`` (see
+    ``pattern_value``) or ``lora_alpha``; r = the module's rank.
+
+    Raises:
+        FormatError: malformed metadata, or a scale that is not a finite float32.
     """
-    configs = _peft_config(metadata)
+    configs = _peft_config(path, metadata)
     if not configs:
         return
+    indexed = {p: {name: (i, v) for i, (name, v) in enumerate((cfg.get("alpha_pattern") or {}).items())}
+               for p, cfg in configs.items()}
     for stem, g in groups.items():
         if "alpha" in g.roles or "scale" in g.roles or g.kind not in ("lora", "dora"):
             continue
-        prefix, _, path = stem.partition(".")
+        prefix, _, mpath = stem.partition(".")
         cfg = configs.get(prefix)
         if cfg is None:
-            cfg, path = configs.get(""), stem
+            prefix, mpath = "", stem
+            cfg = configs.get("")
         if not cfg or "lora_alpha" not in cfg:
             continue
-        alpha = float(cfg["lora_alpha"])
-        for pattern, value in (cfg.get("alpha_pattern") or {}).items():
-            try:
-                if re.match(rf"(.*\.)?({pattern})$", path):
-                    alpha = float(value)
-            except re.error:
-                continue
+        alpha = pattern_value(indexed[prefix], mpath)
+        if alpha is None:
+            alpha = cfg["lora_alpha"]
         r = g.roles["down"].shape[0]
         scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
-        g.roles["scale"] = torch.tensor(scale)
+        t = torch.tensor(scale, dtype=torch.float32)
+        if not bool(torch.isfinite(t)):
+            raise FormatError(f"its lora_alpha {alpha:g} gives a scale that is not a finite float32 number",
+                              path=path, module=show_bare(stem), hint=_PEFT_HINT)
+        g.roles["scale"] = t
 
 
 def _check_values(path, g: _Group) -> None:
@@ -148,14 +247,14 @@ def _check_values(path, g: _Group) -> None:
     for role, t in list(g.roles.items()):
         if t.dtype not in FLOAT_DTYPES:
             raise FormatError(f"tensor {role!r} has dtype {str(t.dtype).replace('torch.', '')}, "
-                              "not a floating-point type", path=path, module=g.stem)
+                              "not a floating-point type", path=path, module=show_bare(g.stem))
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32):
             t = g.roles[role] = t.to(torch.float32)
         if t.numel() and not bool(torch.isfinite(t).all()):
-            raise FormatError(f"tensor {role!r} contains NaN or infinite values", path=path, module=g.stem,
+            raise FormatError(f"tensor {role!r} contains NaN or infinite values", path=path, module=show_bare(g.stem),
                               hint="The file is corrupt or came from a diverged training run")
         if role not in ("alpha", "scale") and t.numel() == 0:
-            raise FormatError(f"tensor {role!r} is empty", path=path, module=g.stem)
+            raise FormatError(f"tensor {role!r} is empty", path=path, module=show_bare(g.stem))
 
 
 def _prod(shape) -> int:
@@ -254,7 +353,7 @@ def detect_architecture(path, groups: dict[str, _Group], metadata: dict[str, str
         if not resolved:
             raise ArchitectureError(
                 "is not a LoRA for SD1, SD2, SDXL or FLUX: none of its module names is known "
-                f"(first: {next(iter(groups), '-')})", path=path,
+                f"(first: {show_bare(next(iter(groups), '-'))})", path=path,
                 hint="NP-LoRA fuses LoRAs for SD1.x, SD2.x, SDXL and FLUX.1")
         raise _mismatch_error(path, a, missing, misfit)
     hint = archmod.arch_from_metadata(metadata)
@@ -288,9 +387,9 @@ def _mismatch_error(path, a: Architecture, missing, misfit) -> FormatError:
         return FormatError(
             f"does not fit {a.label}'s {spec.name} (weight shape {list(spec.shape)})"
             + (f"; {len(misfit) - 1} more modules do not fit either" if len(misfit) > 1 else ""),
-            path=path, module=stem,
+            path=path, module=show_bare(stem),
             hint="The file is corrupt, or it was made for a different base model")
-    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    shown = ", ".join(show_bare(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
     return FormatError(f"has {len(missing)} module(s) that {a.label} does not have: {shown}",
                        path=path, hint="The file mixes base models or uses an unknown naming scheme")
 
@@ -335,7 +434,7 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
                           hint="It is empty or not a LoRA file")
     for g in groups.values():
         _check_values(path, g)
-    _apply_peft_alpha(groups, header.metadata)
+    _apply_peft_alpha(path, groups, header.metadata)
     a, candidates, resolved = detect_architecture(path, groups, header.metadata, arch)
     modules: dict[str, LoraModule] = {}
     warnings: list[str] = []
@@ -344,11 +443,11 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
         name, swapped = resolved[stem]
         families.add(K.stem_family(stem))
         if name in modules:
-            raise FormatError(f"names the module {name} twice ({modules[name].source_keys[0]} and {g.keys[0]})",
-                              path=path, module=stem)
+            raise FormatError(f"names the module {name} twice ({show(modules[name].source_keys[0])} and {show(g.keys[0])})",
+                              path=path, module=show_bare(stem))
         spec = a.modules[name]
         if g.kind in LOWRANK_KINDS:
-            conv = convert(g.kind, g.roles, path=path, module=stem, max_rank=max_converted_rank)
+            conv = convert(g.kind, g.roles, path=path, module=show_bare(stem), max_rank=max_converted_rank)
             f = conv.factors
             if swapped:
                 f = LowRank(_swap_halves(f.up), f.down, f.scale,
@@ -369,7 +468,7 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
             assert g.kind in PASSTHROUGH_TYPES, g.kind
             if swapped:
                 raise FormatError(f"{g.kind} module on a weight stored with swapped halves cannot be "
-                                  "carried over", path=path, module=stem)
+                                  "carried over", path=path, module=show_bare(stem))
             modules[name] = LoraModule(name, g.kind, None, tensors=dict(g.roles), source_keys=tuple(g.keys))
             warnings.append(f"{name}: {g.kind} module is not a low-rank update; it is carried over unchanged")
     for name in [n for n in modules if ":" in n]:

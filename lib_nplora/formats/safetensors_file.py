@@ -2,8 +2,15 @@
 
 * Pickle-based checkpoints (.pt/.ckpt/.bin/.pth, or a zip/pickle payload under any name) are
   refused: unpickling a downloaded file can run arbitrary code.
-* The header is validated before anything is allocated (size limit, dtypes, shapes, offsets
-  inside the file, no overlaps), so a truncated or hostile file gets a clear FormatError.
+* The header is validated before anything is allocated, so a truncated or hostile file gets a
+  clear FormatError naming it: size limit (``MAX_HEADER_BYTES``), JSON nesting checked before
+  parsing (``MAX_HEADER_DEPTH``, no recursion depth chosen by the file), duplicate keys refused
+  (as the safetensors library does), dtypes, shapes and offsets only as non-negative JSON
+  integers (no floats, Infinity, NaN, booleans), at most ``MAX_NDIM`` dimensions and
+  ``MAX_ELEMENTS`` elements (zero dimensions counted as 1), offsets inside the file, no
+  overlaps. Messages never quote the file's bytes (the header length field is not shown;
+  tensor keys are escaped and cut by ``untrusted.show``). Parsing holds the header's JSON as
+  Python objects: about 10-20 times the header's size, which ``MAX_HEADER_BYTES`` bounds.
 * The data section is read with one call into one buffer; tensors are views of it, and the
   SHA-256 of that section (the LoRA hash A1111 and kohya show) is computed from the same bytes.
 * Writing streams each tensor's bytes to a temporary file in the target folder, checks the
@@ -27,9 +34,17 @@ import torch
 
 from ..errors import FormatError, MissingFileError, NpLoraError, OutputError, UnsafeFileError
 from .atomic import atomic_write, check_output
+from .untrusted import UntrustedJSONError, loads_json, show
 
 #: safetensors' own limit on the JSON header.
 MAX_HEADER_BYTES = 100_000_000
+#: Deepest JSON nesting accepted in a header (a valid one has 3: header, entry, shape list).
+MAX_HEADER_DEPTH = 8
+#: Most dimensions of one tensor (LoRA tensors have at most 4).
+MAX_NDIM = 8
+#: Largest element count of a shape with its zero dimensions counted as 1 (a zero-element
+#: tensor of shape [0, 10**30] would pass the byte-count check and break torch).
+MAX_ELEMENTS = 2 ** 40
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
@@ -40,6 +55,7 @@ DTYPES: dict[str, torch.dtype] = {
     "U8": torch.uint8, "BOOL": torch.bool,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_ITEMSIZE = {d: torch.empty((), dtype=d).element_size() for d in DTYPES.values()}
 
 CONVERT_HINT = ("Convert it to .safetensors with a tool you trust (for example kohya's "
                 "sd-scripts or the WebUI's checkpoint merger), then use the .safetensors file")
@@ -215,51 +231,84 @@ def _parse_header(f, path, size: int) -> Header:
                               "would unpickle it, which can run any code", path=path, hint=CONVERT_HINT)
     if n is None:
         raise FormatError(f"is too short to be a safetensors file ({size} bytes)", path=path)
+    # The length field is the file's first 8 bytes: never shown (a non-LoRA file's bytes would
+    # be echoed as a number).
     if n > MAX_HEADER_BYTES:
-        raise FormatError(f"declares a {n}-byte header, over the {MAX_HEADER_BYTES}-byte limit; "
-                          "it is not a valid safetensors file", path=path)
+        raise FormatError("is not a safetensors file (header length field out of range: over the "
+                          f"{MAX_HEADER_BYTES}-byte limit)", path=path)
     if 8 + n > size:
-        raise FormatError(f"is truncated: the header needs {n} bytes but the file has {size - 8}",
-                          path=path, hint="Get the file again")
+        raise FormatError("is truncated or not a safetensors file (header length field out of range: "
+                          "past the end of the file)", path=path, hint="If it is a LoRA, get the file again")
+    if len(raw) != n:
+        raise FormatError("changed while it was being read", path=path, hint="Try again")
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"has a damaged header ({e.__class__.__name__})", path=path,
+        header = loads_json(raw, max_depth=MAX_HEADER_DEPTH)
+    except UntrustedJSONError as e:
+        raise FormatError(f"has a damaged header: {e}", path=path,
                           hint="It is not a safetensors file, or it is corrupt") from None
     if not isinstance(header, dict):
         raise FormatError("has a header that is not a JSON object", path=path)
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+    meta = header.pop("__metadata__", None)
+    meta = {} if meta is None else meta  # the safetensors library accepts a null metadata
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise FormatError("has metadata that is not a map of strings", path=path)
     data_size = size - 8 - n
     tensors: dict[str, TensorInfo] = {}
     spans = []
     for key, info in header.items():
-        try:
-            dtype = DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-            if not isinstance(info["shape"], list) or any(isinstance(s, bool) for s in info["shape"]):
-                raise TypeError
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"tensor {key!r} has a malformed header entry", path=path) from None
-        if any(s < 0 for s in shape) or not 0 <= begin <= end <= data_size:
-            raise FormatError(f"tensor {key!r} points outside the file", path=path,
+        dtype, shape, begin, end = _tensor_entry(info)
+        if dtype is None:
+            raise FormatError(f"tensor {show(key)} has a malformed header entry (it needs a known dtype, "
+                              f"a shape of at most {MAX_NDIM} non-negative integers and two integer "
+                              "data_offsets)", path=path)
+        if not 0 <= begin <= end <= data_size:
+            raise FormatError(f"tensor {show(key)} points outside the file", path=path,
                               hint="The file is truncated or corrupt; get it again")
         numel = 1
         for s in shape:
             numel *= s
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        big = 1
+        for s in shape:
+            big *= max(s, 1)
+        if big > MAX_ELEMENTS:
+            raise FormatError(f"tensor {show(key)} has a shape with over {MAX_ELEMENTS} elements "
+                              "(counting its empty dimensions as 1)", path=path,
+                              hint="It is not a valid LoRA file")
+        itemsize = _ITEMSIZE[dtype]
         if (end - begin) != numel * itemsize:
-            raise FormatError(f"tensor {key!r} has {end - begin} bytes but its shape {list(shape)} "
+            raise FormatError(f"tensor {show(key)} has {end - begin} bytes but its shape {list(shape)} "
                               f"needs {numel * itemsize}", path=path)
         tensors[key] = TensorInfo(dtype, shape, begin, end)
         spans.append((begin, end, key))
-    spans.sort()
+    spans.sort(key=lambda s: (s[0], s[1]))
     for (b0, e0, k0), (b1, e1, k1) in zip(spans, spans[1:]):
         if b1 < e0:
-            raise FormatError(f"tensors {k0!r} and {k1!r} overlap", path=path)
+            raise FormatError(f"tensors {show(k0)} and {show(k1)} overlap", path=path)
     return Header(dict(meta), tensors, 8 + n, size)
+
+
+def _is_int(x) -> bool:
+    return type(x) is int  # not bool, not float (2.0, 1e3, Infinity, NaN)
+
+
+def _tensor_entry(info) -> tuple:
+    """(dtype, shape, begin, end) of one header entry, or (None, ...) if it is malformed.
+
+    The JSON must hold exactly a dtype name, a list of at most MAX_NDIM non-negative ints and
+    two non-negative ints; floats (2.0, 1e3), Infinity/NaN, booleans and strings are refused.
+    """
+    bad = (None, (), 0, 0)
+    if not isinstance(info, dict):
+        return bad
+    dtype = DTYPES.get(info.get("dtype")) if isinstance(info.get("dtype"), str) else None
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if dtype is None or not isinstance(shape, list) or not isinstance(offsets, list):
+        return bad
+    if len(shape) > MAX_NDIM or not all(_is_int(s) and s >= 0 for s in shape):
+        return bad
+    if len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets):
+        return bad
+    return dtype, tuple(shape), offsets[0], offsets[1]
 
 
 def read_file(path: str | os.PathLike) -> tuple[Header, dict[str, torch.Tensor], str]:

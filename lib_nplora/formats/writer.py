@@ -32,6 +32,7 @@ from ..fusion.linalg import lowrank_svd
 from .atomic import check_output, is_temp_name, labelled_inputs, sweep_stale_temps  # noqa: F401  (re-exported)
 from .keys import KOHYA_SUFFIX
 from .safetensors_file import write_file
+from .untrusted import MAX_METADATA_DEPTH, UntrustedJSONError, loads_json
 
 OUTPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -153,9 +154,9 @@ def _merge_tag_frequency(content: dict[str, str], style: dict[str, str]) -> str 
         raw = meta.get("ss_tag_frequency")
         if not raw:
             continue
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError:
+        try:  # metadata is file content: nesting bounded, no recursion depth chosen by the file
+            data = loads_json(raw, max_depth=MAX_METADATA_DEPTH)
+        except UntrustedJSONError:
             continue
         if isinstance(data, dict):
             for k, v in data.items():

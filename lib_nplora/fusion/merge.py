@@ -25,13 +25,14 @@ import torch
 
 from .. import arch as archmod
 from ..devices import resolve_device
-from ..errors import ParameterError, UnsupportedModuleError
+from ..errors import FormatError, ParameterError, UnsupportedModuleError
 from ..fused import FusedLora, FusedModule, InputInfo
 from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
 from ..params import FuseParams
 from . import linalg
 from .basis import ModuleBasis, compute_bases
 from .batching import module_batches, pair_batches, stack
+from .checks import OVERFLOW_HINT, dtype_label, require_finite
 
 Progress = Callable[[int, int], None]
 
@@ -170,6 +171,47 @@ def write_balanced(dst_up: torch.Tensor, dst_down: torch.Tensor, pieces: list[tu
         offset += r
 
 
+def _one(x, i: int):
+    """Module i of a (G, a, b) batch or a list of G tensors, as a batch of one."""
+    return x[i:i + 1] if isinstance(x, torch.Tensor) else [x[i]]
+
+
+def check_written(names: list[str], dst_up: torch.Tensor, dst_down: torch.Tensor, pieces: list[tuple],
+                  paths: tuple) -> None:
+    """Raise if a module just written by ``write_balanced`` holds Inf/NaN.
+
+    The destination is in the output dtype, so a value beyond its range (float16: 65504) shows
+    as Inf here too. One (G,) reduction per batch; on a failure the offending piece (style or
+    content, ``paths`` in piece order) is redone alone in float32 to tell "does not fit the
+    output dtype" from "not finite even in float32".
+
+    Raises:
+        FormatError: naming the module and the input file whose piece overflowed.
+    """
+    ok = torch.isfinite(dst_up).flatten(1).all(1) & torch.isfinite(dst_down).flatten(1).all(1)
+    if bool(ok.all()):
+        return
+    i = int((~ok).nonzero()[0, 0])
+    offset = 0
+    for (up, scale, down), path in zip(pieces, paths):
+        r = up.shape[2] if isinstance(up, torch.Tensor) else up[0].shape[1]
+        if bool(torch.isfinite(dst_up[i, :, offset:offset + r]).all()) and \
+                bool(torch.isfinite(dst_down[i, offset:offset + r]).all()):
+            offset += r
+            continue
+        m, n = dst_up.shape[1], dst_down.shape[2]
+        f_up = torch.empty(1, m, r, device=dst_up.device)
+        f_down = torch.empty(1, r, n, device=dst_up.device)
+        write_balanced(f_up, f_down, [(_one(up, i), scale[i:i + 1], _one(down, i))])
+        if bool(torch.isfinite(f_up).all()) and bool(torch.isfinite(f_down).all()):
+            problem = (f"the fused update does not fit {dtype_label(dst_up.dtype)} (its factors have values beyond "
+                       f"{torch.finfo(dst_up.dtype).max:g})")
+        else:
+            problem = "the fused update is not finite even in float32 (its scale or values overflow)"
+        raise FormatError(problem, path=path, module=names[i], hint=OVERFLOW_HINT)
+    raise FormatError("the fused update is not finite", module=names[i], hint=OVERFLOW_HINT)
+
+
 def _bias(*terms) -> torch.Tensor | None:
     out = None
     for w, b in terms:
@@ -263,13 +305,17 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
                 a_c = linalg.project_out(stack(a_c, device), v, c)
             s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=math_device)
             s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=math_device)
-            write_balanced(dst_up, dst_down, [(b_s, s_s, a_s), (b_c, s_c, a_c)])
+            pieces = [(b_s, s_s, a_s), (b_c, s_c, a_c)]
+            write_balanced(dst_up, dst_down, pieces)
+            check_written(chunk, dst_up, dst_down, pieces, (style.path, content.path))
         else:
             lora, w = (content, wc) if origin == "content" else (style, ws)
             mods = lora.modules
             up, down = factors([mods[n].factors.up for n in chunk]), factors([mods[n].factors.down for n in chunk])
             scale = torch.tensor([w * mods[n].factors.scale for n in chunk], device=math_device)
-            write_balanced(dst_up, dst_down, [(up, scale, down)])
+            pieces = [(up, scale, down)]
+            write_balanced(dst_up, dst_down, pieces)
+            check_written(chunk, dst_up, dst_down, pieces, (lora.path,))
         for i, n in enumerate(chunk):
             if origin == "fused":
                 bias = _bias((ws, sm[n].factors.bias), (wc, cm[n].factors.bias))
@@ -277,6 +323,8 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
             else:
                 bias = _bias((w, mods[n].factors.bias))
                 k, cc = 0, 0.0
+            if bias is not None:
+                require_finite(n, {"bias": bias}, dtype=dtype, what="fused bias")
             fused.modules[n] = FusedModule(n, dst_up[i], dst_down[i],
                                            bias.to(out_device, dtype) if bias is not None else None, origin, k, cc)
         done += g
@@ -285,7 +333,9 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
 
     for mod, w, origin in plan.passthrough:
         src = content if origin == "content" else style
-        fused.passthrough[mod.name] = weighted_passthrough(mod, w, src.path)
+        weighted = weighted_passthrough(mod, w, src.path)
+        require_finite(mod.name, weighted.tensors or {}, path=src.path, what=f"{mod.kind} module (weight {w:g})")
+        fused.passthrough[mod.name] = weighted
         fused.warnings.append(f"{mod.name}: {mod.kind} module from the {origin} LoRA carried over unchanged")
 
     for origin, lora in (("content", content), ("style", style)):
