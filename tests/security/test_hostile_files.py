@@ -5,7 +5,7 @@ and a result that overflows is an error naming the module, never a written file.
 
 Hang detection: reads that used to hang run in a subprocess with a generous timeout (a hang
 detector, not a timing assertion). Memory: the peak RSS of a subprocess that reads a bomb file
-is compared with the bound documented in ``lib_nplora.formats.lycoris``.
+is compared with the bound documented in ``lib_nplora.formats.convert``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 import lora_factory as F
 from lib_nplora.api import fuse_files
 from lib_nplora.errors import FormatError
-from lib_nplora.formats import lycoris
+from lib_nplora.formats import convert
 from lib_nplora.formats import safetensors_file as sf
 from lib_nplora.formats.reader import load_lora, pattern_value
 from lib_nplora.formats.untrusted import MAX_METADATA_DEPTH, UntrustedJSONError, json_depth_ok, loads_json, show
@@ -171,7 +171,7 @@ def test_huge_peft_alpha_is_refused_naming_the_module(tmp_path):
 _RSS_CHILD = """
     import resource, sys, torch
     from lib_nplora.formats.reader import load_lora
-    from lib_nplora.formats import lycoris
+    from lib_nplora.formats import convert
     # warm up what the conversion uses (LAPACK, allocator), so that the baseline includes it
     a = torch.randn(300, 40)
     torch.linalg.svd(a, full_matrices=False); torch.linalg.qr(a); torch.kron(a[:4], a[:3])
@@ -199,7 +199,7 @@ def _measure(path: Path):
 
 
 def _bound(path: Path, out_bytes: int) -> int:
-    """The documented bound (lycoris module docstring): file + 20 x header + 3 x output + a
+    """The documented bound (formats/convert.py docstring): file + 20 x header + 3 x output + a
     constant for one module's work (row blocks, SVD workspace) and allocator slack."""
     size = path.stat().st_size
     header = sf.read_header(path).data_offset
@@ -220,7 +220,7 @@ def test_loha_bomb_reads_within_the_memory_bound(tmp_path):
     save_file(sd, str(path))
     assert path.stat().st_size < 700 * 1024
     used, out, rank, lossy, note = _measure(path)
-    assert rank == lycoris.MAX_CONVERTED_RANK and lossy and "randomized SVD" in note
+    assert rank == convert.MAX_CONVERTED_RANK and lossy and "randomized SVD" in note
     assert used <= _bound(path, out), (used, _bound(path, out))
     assert used < 640 * r * r * 4  # not even one of the rank-r*r factors was formed
 
@@ -240,7 +240,7 @@ def test_lokr_bomb_reads_within_the_memory_bound(tmp_path):
     path = tmp_path / "lokr_bomb.safetensors"
     save_file(sd, str(path))
     used, out, rank, lossy, note = _measure(path)
-    assert rank == lycoris.MAX_CONVERTED_RANK and lossy and "Kronecker" in note
+    assert rank == convert.MAX_CONVERTED_RANK and lossy and "Kronecker" in note
     assert used <= _bound(path, out), (used, _bound(path, out))
 
 
@@ -261,7 +261,7 @@ def test_loha_truncation_against_the_dense_formula(m, n, r, cap, how):
     if m == 120:  # the second term has rank 1 (stored at rank 6), so dW has rank 6
         t["hada_w2_a"] = t["hada_w2_a"][:, :1].repeat(1, r)
         t["hada_w2_b"] = t["hada_w2_b"][:1].repeat(r, 1) / r
-    conv = lycoris.loha(t, cap)
+    conv = convert.loha(t, cap)
     dense = _hadamard(t)
     got = conv.factors.up.double() @ conv.factors.down.double() * conv.factors.scale
     s = torch.linalg.svdvals(dense)
@@ -289,7 +289,7 @@ def test_lokr_kronecker_svd_is_the_exact_truncation(full1, full2, r2, cap):
         else:
             t[f"lokr_w{i}_a"], t[f"lokr_w{i}_b"] = torch.randn(p, r, generator=g), torch.randn(r, q, generator=g)
             w.append(t[f"lokr_w{i}_a"].double() @ t[f"lokr_w{i}_b"].double())
-    conv = lycoris.lokr(t, cap)
+    conv = convert.lokr(t, cap)
     dense = torch.kron(w[0], w[1])
     got = conv.factors.up.double() @ conv.factors.down.double() * conv.factors.scale
     s = torch.linalg.svdvals(dense)
@@ -302,7 +302,7 @@ def test_lokr_within_the_cap_keeps_its_exact_factors():
     g = torch.Generator().manual_seed(3)
     t = {"lokr_w1": torch.randn(4, 4, generator=g), "lokr_w2_a": torch.randn(10, 2, generator=g),
          "lokr_w2_b": torch.randn(2, 8, generator=g)}
-    conv = lycoris.lokr(t, 256)
+    conv = convert.lokr(t, 256)
     dense = torch.kron(t["lokr_w1"].double(), t["lokr_w2_a"].double() @ t["lokr_w2_b"].double())
     got = conv.factors.up.double() @ conv.factors.down.double()
     assert conv.factors.rank == 8 and not conv.lossy and "exact rank-8" in conv.note
