@@ -28,6 +28,7 @@ import torch
 from .. import __version__
 from .. import arch as archmod
 from ..fused import FusedLora, FusedModule
+from ..fusion.checks import require_finite
 from ..fusion.linalg import lowrank_svd
 from .atomic import check_output, is_temp_name, labelled_inputs, sweep_stale_temps  # noqa: F401  (re-exported)
 from .keys import KOHYA_SUFFIX
@@ -118,6 +119,9 @@ def to_state_dict(fused: FusedLora, dtype: torch.dtype | None = None) -> tuple[d
     for name in sorted(entries, key=a.kohya_key):
         up, down, bias, spec = entries[name]
         key = a.kohya_key(name)
+        # after the casts and the re-factoring of fused parts: never write Inf/NaN (fusion checked
+        # its own output; this covers what happened to it here)
+        require_finite(name, {"up": up, "down": down, "bias": bias}, what="fused update to be written")
         up, down = _shape(spec, up, down)
         out[f"{key}.lora_down.weight"] = down.detach().to("cpu").contiguous()
         out[f"{key}.lora_up.weight"] = up.detach().to("cpu").contiguous()

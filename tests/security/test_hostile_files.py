@@ -515,3 +515,20 @@ def test_overflow_in_a_content_only_module_names_it(tmp_path):
     assert e.value.module in {r["name"] for r in rows} and e.value.path.endswith("content.safetensors")
     assert not (tmp_path / "o.safetensors").exists()
     assert math.isfinite(load_lora(content).modules[rows[0]["name"]].factors.scale)
+
+
+def test_the_writer_refuses_a_cast_that_overflows_and_writes_nothing(tmp_path):
+    """A fusion made in float32 fits there; writing it as fp16 would overflow: the writer's own
+    check (after its casts) names the module and leaves no file."""
+    from lib_nplora.formats.reader import load_lora as read
+    from lib_nplora.formats.writer import save_fused
+    from lib_nplora.fusion.merge import fuse
+
+    content, rows = _kohya(tmp_path, "content.safetensors", 1e38, 1.0)
+    style, _ = _kohya(tmp_path, "style.safetensors", 4, seed=1)
+    fused = fuse(read(content), read(style), FuseParams(), dtype=torch.float32, device="cpu")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(FormatError, match="not finite") as e:
+        save_fused(fused, tmp_path / "out.safetensors", dtype=torch.float16)
+    assert e.value.module in {r["name"] for r in rows}
+    assert sorted(os.listdir(tmp_path)) == before
