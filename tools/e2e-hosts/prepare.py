@@ -266,11 +266,15 @@ def main() -> None:
     for r in repos:
         print(f"  - {r}")
     var = "NPLORA_WEBUI_FORGE" if kind == "forge" else "NPLORA_WEBUI_A1111"
-    exports = f"{var}={webui} NPLORA_WEBUI_CKPT={target}"
+    exports = f"{var}={webui}"
     if hf_home:
         exports = f"HF_HOME={hf_home} " + exports
     log("run the suite with:")
     print(f"  {exports} OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/e2e -v -rA")
+    others = sorted(p.name for p in target.parent.glob("*") if p.suffix in (".safetensors", ".ckpt"))
+    if others and others[0] != target.name:
+        print(f"  (the suite takes the first checkpoint of {target.parent}, {others[0]}: for this host alone "
+              f"add NPLORA_WEBUI_CKPT={target})")
 
 
 if __name__ == "__main__":
