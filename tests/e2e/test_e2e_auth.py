@@ -84,7 +84,11 @@ def test_get_routes_need_the_api_auth_credentials(auth_webui, path):
     for headers in ({}, _basic(USER, "wrong"), _basic("someone", PASSWORD)):
         status, response_headers, _ = auth_webui.call("GET", path, headers=headers)
         assert status == 401, (path, headers, status)
-        assert {k.lower(): v for k, v in response_headers.items()}.get("www-authenticate") == "Basic"
+        challenge = {k.lower(): v for k, v in response_headers.items()}.get("www-authenticate")
+        # ours always asks for Basic; A1111 1.10.1's own api_middleware rebuilds every HTTPException
+        # as plain JSON and drops that header from /sdapi/v1/* (Forge keeps it)
+        if path.startswith("/nplora/"):
+            assert challenge == "Basic", (path, response_headers)
     status, _, body = auth_webui.call("GET", path, headers=_basic(USER, PASSWORD))
     assert status == 200, body[:500]
     if path == "/nplora/v1/status":
