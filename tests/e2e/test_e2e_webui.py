@@ -14,6 +14,7 @@ import pytest
 
 from e2e_server import ROOT, report
 from e2e_loras import NAMES
+from lib_nplora.params import FuseParams
 
 C, S, TC, TS = NAMES["content"], NAMES["style"], NAMES["te_content"], NAMES["te_style"]
 PROMPT = "a photo of a cat"
@@ -158,8 +159,9 @@ def test_xyz_mu_sweep_returns_a_grid(webui):
     assert [("NP-LoRA mu: 0," in t, "NP-LoRA mu: 0.5" in t, "NP-LoRA mu: 4" in t) for t in infotexts] == [
         (True, False, False), (False, True, False), (False, False, True)]
     log = webui.log_text()
+    mu4 = FuseParams(mu=4).label()  # as the console line names the fusion
     report(f"{webui.host}: X/Y/Z mu sweep: grid {grid.shape[1]}x{grid.shape[0]}, 3 cells; console lines for the "
-           f"sweep: {sum('mu 4' in line and 'NP-LoRA' in line for line in log.splitlines())} fusion at mu 4")
+           f"sweep: {sum(f'({mu4}, ' in line and 'NP-LoRA' in line for line in log.splitlines())} fusion at mu 4")
 
 
 def test_text_encoder_fusion_refreshes_the_conditioning(webui, shots):
