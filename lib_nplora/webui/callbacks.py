@@ -7,12 +7,13 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 
-from . import host_auth, settings as settings_mod, xyz
+from . import api_args, host_auth, settings as settings_mod, xyz
 from .report import LOG_PREFIX
 from .runtime import TITLE, Runtime, runtime
 
 
-def register_callbacks(script_callbacks, get_runtime: Callable[[], Runtime] = runtime) -> None:
+def register_callbacks(script_callbacks, get_runtime: Callable[[], Runtime] = runtime,
+                       get_api_args: Callable[[], api_args.ApiScriptArgs] = api_args.instance) -> None:
     """Hook NP-LoRA into the WebUI's callbacks (called at import of ``scripts/nplora.py``)."""
 
     def before_ui():
@@ -49,6 +50,7 @@ def register_callbacks(script_callbacks, get_runtime: Callable[[], Runtime] = ru
         return [(tab.build_tab(get_runtime().context()), TITLE, "nplora_tab")]
 
     def app_started(demo, app):
+        get_api_args().app_started(app)  # the host's API has its default script arguments by now
         if not host_auth.current().serves_api:  # the host's own rule: no API without --api/--nowebui
             get_runtime().print(f"{LOG_PREFIX} REST API not added: the WebUI runs without --api")
             return

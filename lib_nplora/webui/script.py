@@ -12,18 +12,20 @@ import importlib
 from collections.abc import Callable
 
 from ..app.request import TAG
-from . import accordion, hooks
+from . import accordion, api_args, hooks
 from .accordion import UiValues
 from .runtime import TITLE, Runtime, runtime
 
 
-def make_script_class(scripts_module, get_runtime: Callable[[], Runtime] = runtime, gr=None, ui_components=None):
+def make_script_class(scripts_module, get_runtime: Callable[[], Runtime] = runtime, gr=None, ui_components=None,
+                      get_api_args: Callable[[], api_args.ApiScriptArgs] = api_args.instance):
     """The WebUI ``Script`` class (a subclass of the host's ``scripts.Script``).
 
     Args:
         scripts_module: the WebUI's ``modules.scripts``.
         get_runtime: the Runtime to use (tests pass their own).
         gr, ui_components: gradio and ``modules.ui_components`` (default: imported on ``ui()``).
+        get_api_args: what repairs an API job that the host handed no script arguments (``api_args``).
     """
 
     class Script(scripts_module.Script):
@@ -44,6 +46,10 @@ def make_script_class(scripts_module, get_runtime: Callable[[], Runtime] = runti
             self.infotext_fields = built.infotext_fields(gradio)
             self.paste_field_names = built.paste_field_names()
             return built.inputs
+
+        def before_process(self, p, *args):
+            # an API request served before the host's API set its defaults: see api_args
+            get_api_args().repair(p, self.is_img2img)
 
         def process(self, p, *args):
             hooks.begin_job(get_runtime(), p, UiValues.from_args(args))

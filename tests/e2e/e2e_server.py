@@ -88,7 +88,8 @@ class WebUI:
                                                                             "--precision", "full"]
         return args + shlex.split(os.environ.get("NPLORA_WEBUI_ARGS", ""))
 
-    def start(self) -> None:
+    def spawn(self) -> list[str]:
+        """Start the process (extension linked in) without waiting for it; returns the command."""
         self.install_extension()
         env = dict(os.environ)
         env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DIFFUSERS_OFFLINE": "1",
@@ -98,6 +99,10 @@ class WebUI:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=self.folder, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        return cmd
+
+    def start(self) -> None:
+        cmd = self.spawn()
         limit = float(os.environ.get("NPLORA_WEBUI_START_TIMEOUT", "900"))
         t0 = time.monotonic()
         while True:
