@@ -7,7 +7,9 @@ with ``prevent_thread_lock`` before ``create_api``), and only *then* computes
 script's ``ui()`` again; on Forge, a second or two on CPU). A request in that window copies the
 empty list: the job runs with ``p.script_args == ()``, every always-on script gets no arguments, and
 Forge's built-in ones fail with "not enough values to unpack (expected N, got 0)". The window closes
-before the ``app_started`` callbacks run. It happens with or without NP-LoRA installed.
+before the ``app_started`` callbacks run. It happens with or without NP-LoRA installed. (An even
+earlier window, before ``default_script_arg_txt2img`` exists at all, answers HTTP 500 with an
+``AttributeError`` before any script runs: the host's own, out of reach of an extension.)
 
 What NP-LoRA does about it: ``app_started`` records the app; NP-LoRA's ``before_process`` (an
 always-on script, so the host calls it on every job) sees an API job whose argument list is empty,

@@ -8,6 +8,12 @@ then computes the scripts' default arguments; a request in between ran with an e
 This test starts its own host (the shared fixture waits for ``/sdapi/v1/loras``, which comes after
 the window) and posts txt2img as soon as the route answers, which lands in the window on most
 starts; whether it did is reported (the log line), not asserted, as it depends on timing.
+
+An even earlier window is the host's own and out of reach of any extension: between the route
+being added and ``self.default_script_arg_txt2img = []`` the request fails with HTTP 500
+"'Api' object has no attribute 'default_script_arg_txt2img'" before any script runs (seen on
+A1111 1.10.1, whose pydantic-1 route set-up is slower). Such an answer is reported and the test
+posts again: the request it checks is the first one that runs a job.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def test_first_txt2img_after_start_gets_every_script_argument(host, tmp_path):
     try:
         server.spawn()
         deadline = time.monotonic() + 900  # hang detector
-        answered = None
+        answered, early = None, 0
         while answered is None:
             assert server.proc.poll() is None, f"{host} exited; log:\n{server.tail()}"
             assert time.monotonic() < deadline, f"{host}: txt2img never answered; log:\n{server.tail()}"
@@ -52,7 +58,11 @@ def test_first_txt2img_after_start_gets_every_script_argument(host, tmp_path):
                 with urllib.request.urlopen(req, timeout=1800) as r:
                     answered = json.loads(r.read())
             except urllib.error.HTTPError as e:
-                assert e.code == 404, f"txt2img -> HTTP {e.code}: {e.read()[:2000]!r}\n{server.tail()}"
+                text = e.read()[:2000]
+                if e.code == 500 and b"has no attribute 'default_script_arg_txt2img'" in text:
+                    early += 1  # the host's own, earlier window: no job ran
+                else:
+                    assert e.code == 404, f"txt2img -> HTTP {e.code}: {text!r}\n{server.tail()}"
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             if answered is None:
@@ -64,6 +74,9 @@ def test_first_txt2img_after_start_gets_every_script_argument(host, tmp_path):
         info = json.loads(answered["info"])
         assert info["seed"] == 1234
         repaired = [line for line in log.splitlines() if REPAIRED in line]
+        if early:
+            report(f"{host}: {early} txt2img request(s) got the host's own HTTP 500 (Api without "
+                   f"default_script_arg_txt2img yet; no job ran) before the first job")
         report(f"{host}: first txt2img after start: "
                + (f"arrived in the API set-up window; {repaired[0].strip()}" if repaired
                   else "arrived after the API set-up (no repair needed)"))
