@@ -7,12 +7,6 @@ NPLORA_SCREENSHOTS=docs/images bash tools/test.sh tests/browser).
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,21 +16,12 @@ from safetensors import safe_open
 import lora_factory as F
 from lib_nplora.formats.reader import load_lora
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+from standalone_server import CHROMIUM, FLAGS, start, stop
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
 if not os.path.exists(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (tools/test.sh installs it when run as root)",
                 allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,29 +31,9 @@ def server(tmp_path_factory):
     F.make_lora(folder / "dog.safetensors", "sdxl", rows, rank=4, alpha=4, seed=1, dtype=torch.float16)
     F.make_lora(folder / "ink.safetensors", "sdxl", rows, rank=8, seed=2, dtype=torch.float16,
                 metadata={"ss_base_model_version": "sdxl_base_v1-0"})
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "lib_nplora", "serve", "--lora-dir", str(folder), "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "nplora/v1/status", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("the standalone server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
-        time.sleep(0.5)
+    proc, url = start(folder)
     yield url, folder
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -9,34 +9,19 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
 
 import lora_factory as F
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+from standalone_server import CHROMIUM, FLAGS, start, stop
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
 if not os.path.exists(CHROMIUM):
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 ATTACK = """<!doctype html><html><body><script>
@@ -68,23 +53,7 @@ def servers(tmp_path):
     rows = F.select("sd1", "attn", ("unet",))[:8]
     for name, seed in (("dog", 1), ("ink", 2), ("victim", 3)):
         F.make_lora(folder / f"{name}.safetensors", "sd1", rows, rank=2, seed=seed, dtype=torch.float16)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lib_nplora", "serve", "--lora-dir", str(folder), "--port", str(port)],
-                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    target = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120  # a hang detector, not a timing
-    while True:
-        try:
-            with urllib.request.urlopen(target + "nplora/v1/status", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("the standalone server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
-        time.sleep(0.5)
+    proc, target = start(folder)
     page = ATTACK % {"target": json.dumps(target),
                      "body": json.dumps({"content": "dog", "style": "ink", "name": "victim", "overwrite": True})}
 
@@ -106,11 +75,7 @@ def servers(tmp_path):
         yield folder, f"http://127.0.0.1:{evil.server_address[1]}/", target
     finally:
         evil.shutdown()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def test_a_foreign_page_in_a_real_browser_cannot_overwrite_a_lora(servers):
