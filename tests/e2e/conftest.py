@@ -20,12 +20,10 @@ Timings are reported at the end of the run, never asserted.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 
-from e2e_server import HOST_VARS, REPORT, WebUI
+from e2e_server import HOST_VARS, REPORT, WebUI, webui_folder
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -35,21 +33,11 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
-def _webui_folder(host: str) -> Path:
-    value = os.environ.get(HOST_VARS[host])
-    if not value:
-        pytest.skip(f"{HOST_VARS[host]} is not set: no real {host} WebUI to test against")
-    folder = Path(value)
-    if not (folder / "launch.py").is_file():
-        pytest.skip(f"{HOST_VARS[host]}={value} is not a WebUI checkout (no launch.py)")
-    return folder
-
-
 @pytest.fixture(scope="module", params=sorted(HOST_VARS))
 def webui(request, tmp_path_factory):
     from e2e_loras import write_loras
 
-    folder = _webui_folder(request.param)
+    folder = webui_folder(request.param)
     work = tmp_path_factory.mktemp(f"e2e-{request.param}")
     lora_dir = work / "Lora"
     write_loras(lora_dir)

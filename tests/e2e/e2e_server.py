@@ -30,6 +30,18 @@ def report(line: str) -> None:
             f.write(line + "\n")
 
 
+def webui_folder(host: str) -> Path:
+    """The WebUI checkout named by the host's variable; skips the test when it is unset or is no
+    WebUI checkout (no ``launch.py``)."""
+    value = os.environ.get(HOST_VARS[host])
+    if not value:
+        pytest.skip(f"{HOST_VARS[host]} is not set: no real {host} WebUI to test against")
+    folder = Path(value)
+    if not (folder / "launch.py").is_file():
+        pytest.skip(f"{HOST_VARS[host]}={value} is not a WebUI checkout (no launch.py)")
+    return folder
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from e2e_loras import NAMES
-from e2e_server import HOST_VARS, WebUI
+from e2e_server import HOST_VARS, WebUI, webui_folder
 
 USER, PASSWORD = "nplora", "secret"
 
@@ -54,12 +53,7 @@ class AuthWebUI(WebUI):
 def auth_webui(request, tmp_path_factory):
     from e2e_loras import write_loras
 
-    value = os.environ.get(HOST_VARS[request.param])
-    if not value:
-        pytest.skip(f"{HOST_VARS[request.param]} is not set: no real {request.param} WebUI to test against")
-    folder = Path(value)
-    if not (folder / "launch.py").is_file():
-        pytest.skip(f"{HOST_VARS[request.param]}={value} is not a WebUI checkout (no launch.py)")
+    folder = webui_folder(request.param)
     work = tmp_path_factory.mktemp(f"e2e-auth-{request.param}")
     lora_dir = work / "Lora"
     write_loras(lora_dir)

@@ -26,8 +26,7 @@ import urllib.request
 
 import pytest
 
-from conftest import _webui_folder
-from e2e_server import HOST_VARS, WebUI, report
+from e2e_server import HOST_VARS, WebUI, report, webui_folder
 
 HOOK_ERROR = re.compile(r"Error running (before_process|process|process_before_every_sampling|before_process_batch"
                         r"|process_batch|postprocess|postprocess_batch|postprocess_image)\b")
@@ -38,7 +37,7 @@ REPAIRED = "reached the WebUI before its API had set the scripts' default argume
 def test_first_txt2img_after_start_gets_every_script_argument(host, tmp_path):
     from e2e_loras import write_loras
 
-    folder = _webui_folder(host)
+    folder = webui_folder(host)
     lora_dir = tmp_path / "Lora"
     write_loras(lora_dir)
     server = WebUI(host, folder, lora_dir, tmp_path / "webui.log")
