@@ -52,6 +52,8 @@ class ArchSpec:
         markers: lower-case substrings of ``modelspec.architecture`` / ``modelspec.implementation``
             / ``ss_base_model_version`` that name this architecture (checked in ``ARCHS`` order).
         hosts: the hosts (``HOSTS``) that run this base model.
+        bare_paths: module keys may be the bare denoiser path (``transformer_blocks.0.attn.to_q``,
+            ``layers.0.attention.qkv``: DiffSynth-Studio, ComfyUI's "generic" keys for the DiTs).
         kohya_diffusers_blocks: kohya keys use the diffusers UNet block names (SD1/SD2).
         openclip_component: the OpenCLIP text encoder A1111 patches per attention block.
     """
@@ -64,6 +66,7 @@ class ArchSpec:
     generic_text_encoders: tuple[str, ...] = ()
     markers: tuple[str, ...] = ()
     hosts: frozenset[str] = frozenset()
+    bare_paths: bool = False
     kohya_diffusers_blocks: bool = False
     openclip_component: str | None = None
 
@@ -78,17 +81,17 @@ def _dit_metadata(base_version: str, architecture: str, implementation: str, res
 ARCHS: tuple[ArchSpec, ...] = (
     ArchSpec("flux2", "FLUX.2", _dit_metadata("flux2", "Flux.2-dev/lora", "https://github.com/black-forest-labs/flux2"),
              {"transformer": "unet", "text_encoder": "te1", "text_encoders": "te1"}, {"te": "te1"}, ("te1",),
-             ("flux.2", "flux-2", "flux2"), frozenset({"comfyui"})),
+             ("flux.2", "flux-2", "flux2"), frozenset({"comfyui"}), bare_paths=True),
     ArchSpec("chroma", "Chroma", _dit_metadata("chroma", "chroma/lora", "https://github.com/lodestone-rock/flow"),
              {"transformer": "unet", "text_encoder": "te1", "text_encoders": "te1"}, {"te": "te1"}, ("te1",),
-             ("chroma",), frozenset({"forge_neo", "comfyui"})),
+             ("chroma",), frozenset({"forge_neo", "comfyui"}), bare_paths=True),
     ArchSpec("zimage", "Z-Image", _dit_metadata("z_image", "Z-Image/lora", "https://github.com/Tongyi-MAI/Z-Image"),
              {"transformer": "unet", "text_encoder": "te1", "text_encoders": "te1"}, {"te": "te1"}, ("te1",),
-             ("z-image", "z_image", "zimage"), frozenset({"forge_neo", "comfyui"})),
+             ("z-image", "z_image", "zimage"), frozenset({"forge_neo", "comfyui"}), bare_paths=True),
     ArchSpec("qwenimage", "Qwen-Image",
              _dit_metadata("qwen_image", "Qwen-Image/lora", "https://github.com/QwenLM/Qwen-Image", "1328x1328"),
              {"transformer": "unet", "text_encoder": "te1", "text_encoders": "te1"}, {"te": "te1"}, ("te1",),
-             ("qwen-image", "qwen_image", "qwenimage"), frozenset({"forge_neo", "comfyui"})),
+             ("qwen-image", "qwen_image", "qwenimage"), frozenset({"forge_neo", "comfyui"}), bare_paths=True),
     ArchSpec("flux", "FLUX",
              {"ss_base_model_version": "flux1", "ss_v2": "False", "modelspec.architecture": "flux-1-dev/lora",
               "modelspec.implementation": "https://github.com/black-forest-labs/flux",
