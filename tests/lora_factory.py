@@ -284,6 +284,32 @@ def _xlabs_key(name: str) -> str:
     return f"{block}.{idx}.processor.{table_[rest]}"
 
 
+def read_output(path, arch: str, extra_rows=()) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(up * alpha/rank, down) float64 per canonical (split) module of a written kohya file, mapped
+    by this factory's own key spelling (not the library's); ``extra_rows``: rows outside the
+    table (``text_encoder_row``)."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    names = {kohya_key(arch, r): r for r in list(table(arch)) + list(extra_rows) if ":" not in r["name"]}
+    out = {}
+    for key in {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd}:
+        row = names[key]
+        down = sd[f"{key}.lora_down.weight"].double()
+        r = down.shape[0]
+        up = (float(sd[f"{key}.alpha"]) / r) * sd[f"{key}.lora_up.weight"].double().reshape(-1, r)
+        down = down.reshape(r, -1)
+        if row.get("parts"):
+            offset = 0
+            for part in parts_of(arch, row):
+                n = part["shape"][0]
+                out[part["name"]] = (up[offset:offset + n], down)
+                offset += n
+        else:
+            out[row["name"]] = (up, down)
+    return out
+
+
 def dense_fused(style: Truth | None, content: Truth | None, ws: float, wc: float, c: float,
                 k: int | None = None) -> torch.Tensor:
     """The NP-LoRA formula on dense float64 matrices, independent of the library.

@@ -147,16 +147,22 @@ _FLUX_SWAPPED = {"norm_out.linear"}
 FLUX_PARTS = {"img_attn.qkv": ("q", "k", "v"), "txt_attn.qkv": ("q", "k", "v"), "linear1": ("q", "k", "v", "mlp")}
 
 
-def bfl_path(path: str) -> str:
-    if path in _FLUX_TOP:
-        return _FLUX_TOP[path]
+def bfl_like_path(path: str, top: dict, double: dict, single: dict, label: str) -> str:
+    """BFL path of a diffusers double/single-stream DiT module, from the model's three maps
+    (top-level modules, inside ``transformer_blocks.N``, inside ``single_transformer_blocks.N``)."""
+    if path in top:
+        return top[path]
     p = path.split(".")
     rest = ".".join(p[2:])
     if p[0] == "transformer_blocks":
-        return f"double_blocks.{p[1]}.{_FLUX_DOUBLE[rest]}"
+        return f"double_blocks.{p[1]}.{double[rest]}"
     if p[0] == "single_transformer_blocks":
-        return f"single_blocks.{p[1]}.{_FLUX_SINGLE[rest]}"
-    raise ValueError(f"unmapped FLUX module {path}")
+        return f"single_blocks.{p[1]}.{single[rest]}"
+    raise ValueError(f"unmapped {label} module {path}")
+
+
+def bfl_path(path: str) -> str:
+    return bfl_like_path(path, _FLUX_TOP, _FLUX_DOUBLE, _FLUX_SINGLE, "FLUX")
 
 
 # ---------------------------------------------------------------------------- building
@@ -303,15 +309,7 @@ def flux2_path(path: str) -> str:
     """BFL FLUX.2 path of a diffusers Flux2Transformer2DModel module (the inverse of
     ``convert_flux2_transformer_checkpoint_to_diffusers``). The single blocks' linear1 is fused
     (q, k, v, MLP gate+up) in both layouts, so it has no parts."""
-    if path in _FLUX2_TOP:
-        return _FLUX2_TOP[path]
-    p = path.split(".")
-    rest = ".".join(p[2:])
-    if p[0] == "transformer_blocks":
-        return f"double_blocks.{p[1]}.{_FLUX2_DOUBLE[rest]}"
-    if p[0] == "single_transformer_blocks":
-        return f"single_blocks.{p[1]}.{_FLUX2_SINGLE[rest]}"
-    raise ValueError(f"unmapped FLUX.2 module {path}")
+    return bfl_like_path(path, _FLUX2_TOP, _FLUX2_DOUBLE, _FLUX2_SINGLE, "FLUX.2")
 
 
 _CHROMA_TOP = {"x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear"}

@@ -54,6 +54,9 @@ REAL_STEMS = [
     ("flux2", "lora_unet_double_stream_modulation_img_lin", "unet.double_stream_modulation_img.lin",
      (36864, 6144)),
     ("flux2", "transformer.single_transformer_blocks.3.attn.to_out", "unet.single_blocks.3.linear2", (6144, 24576)),
+    ("flux2", "lycoris_transformer_blocks_0_attn_to_q", "unet.double_blocks.0.img_attn.qkv:q", (6144, 6144)),
+    ("flux2", "double_blocks.0.img_attn.qkv", "unet.double_blocks.0.img_attn.qkv", (18432, 6144)),
+    ("chroma", "double_blocks.5.txt_mlp.0", "unet.double_blocks.5.txt_mlp.0", (12288, 3072)),
     # Chroma: BFL-like names without the per-block modulation, plus the guidance approximator
     ("chroma", "lora_unet_single_blocks_37_linear1", "unet.single_blocks.37.linear1", (21504, 3072)),
     ("chroma", "transformer.single_transformer_blocks.0.proj_mlp", "unet.single_blocks.0.linear1:mlp",
@@ -126,28 +129,6 @@ def _rows(arch_name, blocks):
     return [r for r in F.select(arch_name, "linear", ("unet",)) if any(b in r["name"] for b in blocks)]
 
 
-def read_written(path, arch_name, extra_rows=()):
-    """(up * alpha/rank, down) per canonical (split) module of a written kohya file, mapped by the
-    factory's own key spelling (not the library's)."""
-    sd = load_file(str(path))
-    names = {F.kohya_key(arch_name, r): r for r in list(F.table(arch_name)) + list(extra_rows) if ":" not in r["name"]}
-    out = {}
-    for key in {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd}:
-        row = names[key]
-        down = sd[f"{key}.lora_down.weight"].double()
-        r = down.shape[0]
-        up = (float(sd[f"{key}.alpha"]) / r) * sd[f"{key}.lora_up.weight"].double().reshape(-1, r)
-        if row.get("parts"):
-            offset = 0
-            for part in F.parts_of(arch_name, row):
-                n = part["shape"][0]
-                out[part["name"]] = (up[offset:offset + n], down)
-                offset += n
-        else:
-            out[row["name"]] = (up, down)
-    return out
-
-
 @pytest.mark.parametrize("arch_name", F.DITS)
 @pytest.mark.parametrize("fmt_c,fmt_s", [("kohya", "ldm-peft"), ("ldm", "peft"), ("lycoris", "kohya")])
 def test_written_file_reconstructs_the_formula(tmp_path, arch_name, fmt_c, fmt_s):
@@ -163,7 +144,7 @@ def test_written_file_reconstructs_the_formula(tmp_path, arch_name, fmt_c, fmt_s
     params = FuseParams(mu=0.5, content_weight=0.8, style_weight=1.2)
     fused = fuse(C, S, params, dtype=torch.float32)
     saved = save_fused(fused, tmp_path / "out.safetensors", content_meta=C.metadata, style_meta=S.metadata)
-    got = read_written(saved.path, arch_name, [TE_ROW])
+    got = F.read_output(saved.path, arch_name, [TE_ROW])
     expected = set(c.truth) | set(s.truth)
     assert set(got) == expected
     for n in expected:
