@@ -23,6 +23,7 @@ import torch
 from .. import arch as archmod
 from ..arch import Architecture, ModuleSpec
 from ..errors import ArchitectureError, FormatError
+from ..fusion.checks import all_finite
 from ..lora import PASSTHROUGH_TYPES, LoraModule, LoraSet, LowRank
 from . import keys as K
 from .convert import MAX_CONVERTED_RANK, convert
@@ -250,7 +251,7 @@ def _check_values(path, g: _Group) -> None:
                               "not a floating-point type", path=path, module=show_bare(g.stem))
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32):
             t = g.roles[role] = t.to(torch.float32)
-        if t.numel() and not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             raise FormatError(f"tensor {role!r} contains NaN or infinite values", path=path, module=show_bare(g.stem),
                               hint="The file is corrupt or came from a diverged training run")
         if role not in ("alpha", "scale") and t.numel() == 0:
