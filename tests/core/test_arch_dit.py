@@ -337,3 +337,19 @@ def test_hosts_that_run_each_model():
     assert "a1111" not in arch.hosts_running("zimage") and "forge_neo" in arch.hosts_running("zimage")
     assert arch.hosts_running("flux2") == {"comfyui"}
     assert "a1111" in arch.hosts_running("sdxl") and "a1111" not in arch.hosts_running("flux")
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_lycoris_content_on_a_dit(tmp_path, kind):
+    """SimpleTuner/LyCORIS LoHa and LoKr files for a DiT (``lycoris_`` + diffusers names) fuse
+    exactly with a plain style (small modules: the truth of these kinds is dense)."""
+    rows = _rows("zimage", ("t_embedder.mlp.2", "layers.0.adaLN_modulation.0"))
+    c = F.make_lora(tmp_path / "c.safetensors", "zimage", rows, fmt="lycoris", rank=3, alpha=3, seed=3, kind=kind)
+    s = F.make_lora(tmp_path / "s.safetensors", "zimage", rows, fmt="ldm-peft", rank=4, seed=4)
+    C, S = load_pair(c.path, s.path)
+    assert C.arch == "zimage" and {m.kind for m in C.modules.values()} == {kind}
+    fused = fuse(C, S, FuseParams(mu=1.0), dtype=torch.float32)
+    for n, m in fused.modules.items():
+        want = F.dense_fused(s.truth[n], c.truth[n], 1.0, 1.0, 0.5)
+        got = m.up.double() @ m.down.double()
+        assert torch.allclose(got, want, rtol=0, atol=1e-5 * float(want.abs().max())), n
