@@ -56,7 +56,7 @@ def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedM
     factor, so the rank is that of one part, not the sum)::
 
         U = blockdiag(Q_i) blockdiag(R_i)     (thin QR per part: U's QR, without forming U)
-        D^T = Q_a R_a,   blockdiag(R_i) R_a^T = W S Z^T   (SVD of the small core, float64)
+        D^T = Q_a R_a,   C = blockdiag(R_i) R_a^T = W S Z^T   (SVD of the small core, float64)
         up = blockdiag(Q_i) W sqrt(S),   down = sqrt(S) Z^T Q_a^T    (top numerical-rank columns)
 
     Each part's QR is (m_i, R_i) instead of one (out, R) QR of the stacked up (``fusion.linalg.
@@ -73,10 +73,16 @@ def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedM
     down = torch.cat([m.down.float() for _, m in present], dim=0)   # (R, n)
     q_a, r_a = torch.linalg.qr(down.mT)                 # (n, ka), (ka, R)
     core = torch.block_diag(*r_parts).double() @ r_a.double().mT    # (K, ka)
-    w, s, zh = torch.linalg.svd(core, full_matrices=False)
+    # right singular vectors from the eigenvectors of C^T C in float64 (as fusion.linalg.core_svd:
+    # sigma keeps ~8 digits down to 1e-8 sigma_max, far below the rank tolerance), the left ones
+    # as C z / sigma for the kept columns only: a third of a full SVD of C at rank 128
+    lam, z = torch.linalg.eigh(core.mT @ core)
+    lam, z = lam.flip(0), z.flip(1)
+    s = lam.clamp_min(0).sqrt()
     keep = max(numerical_rank(s.float(), spec.out_features, down.shape[1]), 1)
-    root = s[:keep].clamp_min(0).sqrt()
-    w = (w[:, :keep] * root).to(torch.float32)          # (K, keep)
+    root = s[:keep].sqrt()
+    zh = z[:, :keep].mT                                  # (keep, ka)
+    w = ((core @ zh.mT) / torch.where(root > 0, root, torch.ones_like(root))).to(torch.float32)  # (K, keep)
     up = torch.zeros(spec.out_features, keep, device=down.device)
     row = 0
     for pspec, q in blocks:
