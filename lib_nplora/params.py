@@ -177,7 +177,8 @@ class FuseParams:
             projection); "all" projects text-encoder modules too.
         block_mu: mu or hard per block group (``arch.blocks``), on top of the global mu: a fine
             group's value wins over its coarse group's, which wins over ``mu`` / ``hard``.
-            ``method="direct"`` ignores it. Text (``"IN:0.2,OUT:hard"``) is accepted.
+            ``method="direct"`` ignores it. Held as canonical text (``"IN:0.2,OUT:hard"``, see
+            ``parse_block_mu``, which also takes pairs or a mapping); ``blocks`` has the entries.
         chain: beyond the paper, with several content LoRAs: each content is also projected off
             the principal input directions of the contents before it (in the given order), so a
             later content cannot overwrite an earlier one's (see ``fusion.merge``).
@@ -191,7 +192,7 @@ class FuseParams:
     content_weight: float = 1.0
     style_weight: float = 1.0
     scope: Scope = "unet"
-    block_mu: tuple[BlockMu, ...] = ()
+    block_mu: str = ""
     chain: bool = False
 
     def __post_init__(self):
@@ -222,7 +223,9 @@ class FuseParams:
             object.__setattr__(self, "energy", energy)
         if self.k is not None and self.energy is not None:
             raise ParameterError("give either k or energy, not both")
-        object.__setattr__(self, "block_mu", parse_block_mu(self.block_mu))
+        blocks = parse_block_mu(self.block_mu)
+        object.__setattr__(self, "block_mu", block_mu_text(blocks))  # canonical text: sorted, each group once
+        object.__setattr__(self, "_blocks", {b.group: b for b in blocks})
         if not isinstance(self.chain, bool):
             raise ParameterError(f"chain must be true or false, got {self.chain!r}")
         for name in ("content_weight", "style_weight"):
@@ -240,12 +243,17 @@ class FuseParams:
             return 1.0
         return self.mu / (1.0 + self.mu)
 
+    @property
+    def blocks(self) -> tuple[BlockMu, ...]:
+        """The ``block_mu`` entries, sorted by group."""
+        return tuple(self._blocks.values())
+
     def c_of(self, coarse: str, fine: str | None = None) -> float:
         """Suppression strength in a block group (``arch.blocks.group_of``): the fine group's
         ``block_mu``, else the coarse group's, else ``c``."""
         if self.method == "direct" or not self.block_mu:
             return self.c
-        by = {b.group: b for b in self.block_mu}
+        by = self._blocks
         hit = by.get(fine) if fine is not None else None
         hit = hit or by.get(coarse)
         return hit.c if hit is not None else self.c
@@ -289,7 +297,6 @@ class FuseParams:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["block_mu"] = block_mu_text(self.block_mu)
         d["c"] = self.c
         return d
 
@@ -396,7 +403,7 @@ class Param:
         if self.kind == "flag":
             return text.strip().lower() == "true"
         if self.kind == "blocks":
-            return parse_block_mu(text)
+            return block_mu_text(parse_block_mu(text))
         return text
 
     def ui_value(self, value):
@@ -447,7 +454,7 @@ class Param:
         if self.kind == "choice":
             return str(value).strip().lower()
         if self.kind == "blocks":
-            return parse_block_mu(value)
+            return block_mu_text(parse_block_mu(value))
         return value
 
 

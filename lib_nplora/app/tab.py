@@ -24,6 +24,7 @@ import traceback
 
 from ..errors import NpLoraError, ParameterError
 from ..params import UI_PARAMS, FuseParams, ui_rows
+from . import block_sliders
 from .chart import analysis_html
 from .context import HostContext
 from .guard import RequestRefused, check_gradio_request
@@ -104,6 +105,9 @@ def build_tab(ctx: HostContext):
                 if names_row and refresh is None:
                     refresh = gr.Button(value="\u21bb Refresh list", elem_id="nplora_tab_refresh", size="sm",
                                         scale=1, min_width=120)
+            for p in row:
+                if p.kind == "blocks":  # a row of sliders that edit the per-block mu text
+                    block_sliders.build(gr, widgets[p.name], lambda n: f"nplora_tab_{n}")
         content, style = widgets["content"], widgets["style"]
         with gr.Row():
             analyze_btn = gr.Button(value="Analyze", elem_id="nplora_tab_analyze", scale=1)

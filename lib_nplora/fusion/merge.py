@@ -217,7 +217,7 @@ def _lowrank(lora: LoraSet, name: str) -> bool:
 def check_block_groups(arch: str, params: FuseParams) -> None:
     """Raise unless every ``params.block_mu`` group exists in ``arch`` (``arch.blocks``)."""
     known = blocks.all_groups(arch)
-    bad = [b.group for b in params.block_mu if b.group not in known]
+    bad = [b.group for b in params.blocks if b.group not in known]
     if bad:
         raise ParameterError(f"block mu: {archmod.ARCH_LABELS.get(arch, arch)} has no block group "
                              f"{', '.join(bad)}",
