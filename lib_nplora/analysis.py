@@ -23,12 +23,11 @@ where the choice of mu changes the result most.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-
-import hashlib
 
 from .arch import blocks as blockmod
 from .devices import resolve_device

@@ -161,7 +161,8 @@ def plan_set(contents: list[Part], styles: list[Part], params: FuseParams) -> Fu
     Inputs with weight 0 take no part (as one weight of 0 did for a pair). A module is a pair
     when a content and a style hold it low-rank; it is projected when c > 0 in its block group
     and it is in the denoiser (or ``scope="all"``). A non-additive module (DoRA, OFT, ...) is
-    carried over unless another input changes the same weight: then the fusion is refused.
+    carried over unless another input changes the same weight: then the fusion is refused,
+    naming the file that holds it.
     """
     arch = check_architectures(contents + styles)
     if all(p.weight == 0 for p in contents + styles):
@@ -184,7 +185,7 @@ def plan_set(contents: list[Part], styles: list[Part], params: FuseParams) -> Fu
                         "weight; such modules cannot be fused" if len(active) > 2 else
                         f"one LoRA has a {passthrough.kind} module here and the other LoRA also changes this "
                         "weight; such modules cannot be fused",
-                        path=part.lora.path, module=name,
+                        path=(part if not mod.is_lowrank else other).lora.path, module=name,
                         hint="Use a plain LoRA/LoCon/LoHa/LoKr version of one of them, or set one weight to 0")
             if not mod.is_lowrank:
                 plan.passthrough.append((mod, part.weight, part.role))

@@ -21,15 +21,19 @@ def style_basis(up_s: torch.Tensor, down_s: torch.Tensor, k: int | None = None,
     q_b, r_b = torch.linalg.qr(up_s)                      # up_s = Q_b R_b
     q_a, r_a = torch.linalg.qr(down_s.T)                  # down_s^T = Q_a R_a
     _, s, vh = torch.linalg.svd((r_b.double() @ r_a.double().T), full_matrices=False)
-    rank = numerical_rank(s, up_s.shape[0], down_s.shape[1])
-    keep = rank
-    if k is not None:
-        keep = min(k, rank)
-    elif energy is not None:
-        e = s[:rank] ** 2
-        share = torch.cumsum(e, 0) / e.sum()
-        keep = min(int((share < energy - 1e-12).sum()) + 1, rank)
+    keep = _kept(s, numerical_rank(s, up_s.shape[0], down_s.shape[1]), k, energy)
     return q_a @ vh[:keep].T.float()                      # (n, keep)
+
+
+def _kept(s: torch.Tensor, rank: int, k: int | None, energy: float | None) -> int:
+    """How many of the descending singular values ``s`` the k / energy rule keeps (<= rank)."""
+    if k is not None:
+        return min(k, rank)
+    if energy is not None:
+        e = s[:rank].double() ** 2
+        share = torch.cumsum(e, 0) / e.sum()
+        return min(int((share < energy - 1e-12).sum()) + 1, rank)
+    return rank
 
 
 def fuse_module(up_s, down_s, scale_s, up_c, down_c, scale_c, c: float,
@@ -56,15 +60,7 @@ def fuse_module(up_s, down_s, scale_s, up_c, down_c, scale_c, c: float,
 def _top_right(dw: torch.Tensor, k: int | None, energy: float | None) -> torch.Tensor:
     """Top-k right singular vectors (n, keep) of a dense float64 matrix (k / energy as ``style_basis``)."""
     _, s, vh = torch.linalg.svd(dw, full_matrices=False)
-    rank = numerical_rank(s.float(), dw.shape[0], dw.shape[1])
-    keep = rank
-    if k is not None:
-        keep = min(k, rank)
-    elif energy is not None:
-        e = s[:rank] ** 2
-        share = torch.cumsum(e, 0) / e.sum()
-        keep = min(int((share < energy - 1e-12).sum()) + 1, rank)
-    return vh[:keep].T
+    return vh[:_kept(s, numerical_rank(s.float(), dw.shape[0], dw.shape[1]), k, energy)].T
 
 
 def fuse_dense(styles, contents, c: float, k: int | None = None, energy: float | None = None,
