@@ -6,7 +6,6 @@ analysis per content, and the per-block sliders' text editing."""
 import json
 
 import pytest
-import torch
 from safetensors import safe_open
 
 import lora_factory as F
