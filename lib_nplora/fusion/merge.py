@@ -117,15 +117,24 @@ class FusionPlan:
     styles: list[Part] = field(default_factory=list)
 
 
-def _overlaps(name: str, other: dict) -> str | None:
-    """Name of a module in ``other`` acting on the same weight as ``name`` (itself, parent or part)."""
+def _overlaps(name: str, other: dict, parents: set[str] | None = None) -> str | None:
+    """Name of a module in ``other`` acting on the same weight as ``name`` (itself, parent or part).
+
+    ``parents``: the parents of ``other``'s parts (``_parents``), so that a miss costs no scan."""
     if name in other:
         return name
     parent = name.split(":", 1)[0]
     if parent in other:
         return parent
+    if parents is not None and name not in parents:
+        return None
     prefix = name + ":"
     return next((n for n in other if n.startswith(prefix)), None)
+
+
+def _parents(modules: dict) -> set[str]:
+    """The fused weights that some of ``modules`` are parts (``parent:part``) of."""
+    return {n.split(":", 1)[0] for n in modules if ":" in n}
 
 
 def parts_of(contents, styles, params: FuseParams) -> tuple[list[Part], list[Part]]:
@@ -171,13 +180,14 @@ def plan_set(contents: list[Part], styles: list[Part], params: FuseParams) -> Fu
                              hint="Give the content or the style a non-zero weight")
     plan = FusionPlan(contents=[p for p in contents if p.weight != 0], styles=[p for p in styles if p.weight != 0])
     active = plan.contents + plan.styles
+    parents = {id(p): _parents(p.lora.modules) for p in active}
     for part in active:
         mods = part.lora.modules
         for name, mod in mods.items():
             for other in active:
                 if other is part:
                     continue
-                hit = _overlaps(name, other.lora.modules)
+                hit = _overlaps(name, other.lora.modules, parents[id(other)])
                 if hit is not None and not (mod.is_lowrank and other.lora.modules[hit].is_lowrank):
                     passthrough = mod if not mod.is_lowrank else other.lora.modules[hit]
                     raise UnsupportedModuleError(
