@@ -150,10 +150,10 @@ def build_tab(ctx: HostContext):
                 return gr.update(), last
             return gr.update(value=new), new
 
-        # explicit positional parameters: gradio passes gr.Request and gr.Progress by position
-        def do_analyze(content, style, content_weight, style_weight, mu, hard, k, scope, method, page_token,
-                       http_request=None, progress=gr.Progress()):
-            values = (content, style, content_weight, style_weight, mu, hard, k, scope, method)
+        # explicit positional parameters (``FIELDS``' order): gradio passes gr.Request and gr.Progress by position
+        def do_analyze(content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain,
+                       page_token, http_request=None, progress=gr.Progress()):
+            values = (content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain)
             try:
                 check_action(ctx, page_token, secret, http_request)
                 request = _request(*values)
@@ -165,9 +165,9 @@ def build_tab(ctx: HostContext):
             except Exception as e:
                 return gr.update(), gr.update(), _failure(e)
 
-        def do_save(content, style, content_weight, style_weight, mu, hard, k, scope, method, file_name, allow,
-                    page_token, http_request=None, progress=gr.Progress()):
-            pair = (content, style, content_weight, style_weight, mu, hard, k, scope, method)
+        def do_save(content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain,
+                    file_name, allow, page_token, http_request=None, progress=gr.Progress()):
+            pair = (content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain)
             try:
                 check_action(ctx, page_token, secret, http_request)
                 request = _request(*pair)
@@ -189,6 +189,8 @@ def build_tab(ctx: HostContext):
 
         for fn in (do_analyze, do_save):  # a real class, not a string: this module has postponed annotations
             fn.__annotations__["http_request"] = gr.Request
+            if fn.__code__.co_varnames[:len(FIELDS)] != FIELDS:  # a table row added without its parameter here
+                raise RuntimeError(f"{fn.__name__} must take the table's fields in order: {FIELDS}")
 
         def do_tag(*values):
             try:
