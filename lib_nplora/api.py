@@ -53,35 +53,31 @@ def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
     Returns:
         (the fusion result, what was written).
     """
-    params = params or FuseParams()
-    dt = output_dtype(dtype)
-    dev = resolve_device(device)
-    # before any work: never onto an input (whatever ``overwrite``), never over a file unless asked
-    check_output(output_path, inputs=labelled_inputs(content_path, style_path), overwrite=overwrite)
-    content, style = _pair(content_path, style_path, cache)
-    fused = fuse(content, style, params, device=dev, dtype=dt,
-                 cache=cache, progress=progress)
-    saved = save_fused(fused, output_path, output_name=output_name, overwrite=overwrite,
-                       content_meta=content.metadata, style_meta=style.metadata)
-    return fused, saved
+    return fuse_file_sets([(content_path, 1.0)], [(style_path, 1.0)], output_path, params, dtype=dtype,
+                          device=device, overwrite=overwrite, output_name=output_name, cache=cache, progress=progress)
 
 
 def analyze_files(content_path, style_path, params: FuseParams | None = None, *,
                   device: str | torch.device | None = "auto", cache: Caches | None = None) -> Analysis:
     """Read both files and analyze how the content overlaps the style's subspace."""
-    dev = resolve_device(device)
-    content, style = _pair(content_path, style_path, cache)
-    return analyze(content, style, params, device=dev, cache=cache)
+    return analyze_file_sets([(content_path, 1.0)], [(style_path, 1.0)], params, device=device, cache=cache)
 
 
 def _sets(contents, styles, cache: Caches | None):
-    """(path, weight) lists -> ([(LoraSet, weight)], [(LoraSet, weight)]) read for one architecture."""
-    loads = (cache or Caches(max_bytes=0)).load_set([p for p, _ in list(contents) + list(styles)])
+    """(path, weight) lists -> ([(LoraSet, weight)], [(LoraSet, weight)]) read for one architecture
+    (a pair by ``load_pair``, several by ``Caches.load_set``: the same rule)."""
+    if len(contents) == len(styles) == 1:
+        loads = list(_pair(contents[0][0], styles[0][0], cache))
+    else:
+        loads = (cache or Caches(max_bytes=0)).load_set([p for p, _ in list(contents) + list(styles)])
     n = len(contents)
     return (list(zip(loads[:n], [w for _, w in contents])), list(zip(loads[n:], [w for _, w in styles])))
 
 
-def _labelled(contents, styles):
+def labelled_sets(contents, styles) -> list[tuple[str, str | os.PathLike]]:
+    """(label, path) of every input, for ``check_output`` (a pair: ``labelled_inputs``')."""
+    if len(contents) == len(styles) == 1:
+        return labelled_inputs(contents[0][0], styles[0][0])
     return ([(f"content LoRA {i + 1}", p) for i, (p, _) in enumerate(contents)]
             + [(f"style LoRA {j + 1}", p) for j, (p, _) in enumerate(styles)])
 
@@ -91,11 +87,12 @@ def fuse_file_sets(contents: list[tuple[str | os.PathLike, float]], styles: list
                    dtype: str | torch.dtype = "fp16", device: str | torch.device | None = "auto",
                    overwrite: bool = False, output_name: str | None = None, cache: Caches | None = None,
                    progress: Progress | None = None) -> tuple[FusedLora, SavedFile]:
-    """``fuse_files`` for several contents and styles, each (path, own weight) (``fusion.merge.fuse_set``)."""
+    """``fuse_files`` for several contents and styles, each (path, own weight) (``fusion.merge.fuse_set``;
+    one of each with weight 1 is the pair fusion, bit for bit)."""
     params = params or FuseParams()
     dt = output_dtype(dtype)
     dev = resolve_device(device)
-    check_output(output_path, inputs=_labelled(contents, styles), overwrite=overwrite)
+    check_output(output_path, inputs=labelled_sets(contents, styles), overwrite=overwrite)
     c_sets, s_sets = _sets(contents, styles, cache)
     fused = fuse_set(c_sets, s_sets, params, device=dev, dtype=dt, cache=cache, progress=progress)
     saved = save_fused(fused, output_path, output_name=output_name, overwrite=overwrite,

@@ -113,10 +113,6 @@ def inputs_of(ns) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     return out[0], out[1]
 
 
-def _single(items) -> bool:
-    return len(items) == 1 and items[0][1] == 1.0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib_nplora",
                                 description="NP-LoRA: fuse a content LoRA and a style LoRA by null-space projection.")
@@ -161,19 +157,13 @@ def _params(ns) -> FuseParams:
 
 
 def cmd_fuse(ns) -> int:
-    from .api import fuse_files
-
     from .api import fuse_file_sets
 
     params = _params(ns)
     contents, styles = inputs_of(ns)
     bar = ProgressBar("fusing")
-    if _single(contents) and _single(styles):
-        fused, saved = fuse_files(contents[0][0], styles[0][0], ns.output, params, dtype=ns.dtype, device=ns.device,
+    fused, saved = fuse_file_sets(contents, styles, ns.output, params, dtype=ns.dtype, device=ns.device,
                                   overwrite=ns.force, output_name=ns.name, progress=bar)
-    else:
-        fused, saved = fuse_file_sets(contents, styles, ns.output, params, dtype=ns.dtype, device=ns.device,
-                                      overwrite=ns.force, output_name=ns.name, progress=bar)
     counts = fused.counts()
     bar.finish(f"wrote {saved.path} ({os.path.getsize(saved.path) / 2**20:.1f} MiB, "
                f"{counts['fused']} fused / {counts['projected']} projected, "
@@ -249,20 +239,15 @@ def format_analysis(result) -> str:
 
 
 def cmd_analyze(ns) -> int:
-    from .api import analyze_files
-    from .formats.atomic import atomic_write, check_output, labelled_inputs
-
-    from .api import analyze_file_sets
+    from .api import analyze_file_sets, labelled_sets
+    from .formats.atomic import atomic_write, check_output
 
     contents, styles = inputs_of(ns)
-    inputs = labelled_inputs(None, None) + [(f"input LoRA {i + 1}", p) for i, (p, _) in enumerate(contents + styles)]
+    inputs = labelled_sets(contents, styles)
     if ns.json_file:  # refuse a bad report file before the work
         check_output(ns.json_file, inputs=inputs, overwrite=ns.force)
     params = _params(ns)
-    if _single(contents) and _single(styles):
-        result = analyze_files(contents[0][0], styles[0][0], params, device=ns.device)
-    else:
-        result = analyze_file_sets(contents, styles, params, device=ns.device)
+    result = analyze_file_sets(contents, styles, params, device=ns.device)
     print(format_analysis(result))
     if ns.json_file:
         data = json.dumps(result.to_dict(), indent=1).encode("utf-8")
