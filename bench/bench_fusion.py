@@ -18,10 +18,16 @@ original-checkpoint names, fused qkv) it measures:
                with its defaults (full_matrices=True), as the peers do; the figure with reduced
                SVDs (full_matrices=False, kinder to the baseline) is reported too.
 
+With ``--multi``, one row instead: an SDXL rank-32 fusion of 2 contents + 2 styles
+(``fusion.merge.fuse_set``): floor = reading the four files and writing a concatenated LoRA of the
+output's size; cold to file and in memory; a warm new mu and a warm new per-block mu (inputs and
+joint style subspace cached) against the cold in-memory fusion.
+
 Run (about 45 minutes on 2 CPU cores, most of it the dense reference for FLUX):
     .venv/bin/python bench/bench_fusion.py                   # SD1.5, SDXL, FLUX; prints a Markdown table
     .venv/bin/python bench/bench_fusion.py --arch zimage qwenimage flux2 --rank 32
     .venv/bin/python bench/bench_fusion.py --arch sdxl --rank 32 --device cuda
+    .venv/bin/python bench/bench_fusion.py --multi           # the 2 + 2 row only
 Timings are medians of repeated runs; nothing here is asserted by the tests.
 """
 
@@ -48,7 +54,7 @@ from lib_nplora.cache import Caches  # noqa: E402
 from lib_nplora.formats.reader import load_pair  # noqa: E402
 from lib_nplora.formats.safetensors_file import read_file, write_file  # noqa: E402
 from lib_nplora.formats.writer import save_fused  # noqa: E402
-from lib_nplora.fusion.merge import fuse  # noqa: E402
+from lib_nplora.fusion.merge import fuse, fuse_set  # noqa: E402
 from lib_nplora.params import FuseParams  # noqa: E402
 
 
@@ -269,6 +275,74 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def floor_many(paths, out_path):
+    """Read every file, write the LoRA of all their factors side by side (the fused file's keys
+    and sizes), no math."""
+    tensors = [read_file(p)[1] for p in paths]
+    out = {}
+    for key in tensors[0]:
+        parts = [t[key] for t in tensors]
+        if key.endswith(".alpha"):
+            out[key] = sum(parts)
+        else:
+            out[key] = torch.cat(parts, dim=0 if key.endswith(".lora_down.weight") else 1)
+    write_file(out_path, out, {"floor": "1"}, overwrite=True)
+
+
+def bench_multi(workdir: Path, repeat: int, device=None, arch: str = "sdxl", rank: int = 32) -> dict:
+    """The 2 contents + 2 styles row (see the module docstring)."""
+    specs = module_set(arch)
+    paths = [workdir / f"multi_{i}.safetensors" for i in range(4)]
+    in_bytes = sum(make_file(p, arch, specs, rank, 10 + i) for i, p in enumerate(paths))
+    out_path, floor_path = workdir / "multi_fused.safetensors", workdir / "multi_floor.safetensors"
+    weights = (1.0, 0.6)
+
+    def sets(loras):
+        return list(zip(loras[:2], weights)), list(zip(loras[2:], weights))
+
+    def cold_file():
+        caches = Caches(max_bytes=0)
+        c, s = sets(caches.load_set(paths))
+        fused = fuse_set(c, s, FuseParams(), device=device)
+        save_fused(fused, out_path, overwrite=True, input_meta=[lo.metadata for lo, _ in c + s])
+
+    def cold_mem():
+        c, s = sets(Caches(max_bytes=0).load_set(paths))
+        return fuse_set(c, s, FuseParams(), device=device, out_device=device or "cpu")
+
+    floor_many(paths, floor_path)
+    cold_file()
+    floor = median_time(lambda: floor_many(paths, floor_path), repeat)
+    cold = median_time(cold_file, repeat)
+    cold_m = median_time(cold_mem, repeat)
+    caches = Caches()
+    c, s = sets(caches.load_set(paths))
+    fuse_set(c, s, FuseParams(), cache=caches, device=device)
+    mus = iter([0.1 * i for i in range(1, 1000)])
+    warm_mu = median_time(lambda: fuse_set(c, s, FuseParams(mu=next(mus)), cache=caches, device=device), repeat)
+    presets = iter([f"IN:{0.1 * i:g},OUT:hard" for i in range(1, 1000)])
+    warm_blocks = median_time(lambda: fuse_set(c, s, FuseParams(block_mu=next(presets)), cache=caches,
+                                               device=device), repeat)
+    out_bytes = out_path.stat().st_size
+    for p in paths + [out_path, floor_path]:
+        p.unlink(missing_ok=True)
+    return {"arch": arch, "label": f"{LABEL[arch]}, 2 contents + 2 styles", "rank": rank, "modules": len(specs),
+            "in_out_mib": (in_bytes + out_bytes) / 2 ** 20, "floor_s": floor, "cold_s": cold, "cold_mem_s": cold_m,
+            "warm_mu_s": warm_mu, "warm_blocks_s": warm_blocks}
+
+
+def multi_table(r: dict) -> str:
+    """The 2 + 2 row: cold against the floor (target <= 3x), warm against the cold in-memory fusion (<= 0.3x)."""
+    fl, cm = r["floor_s"], r["cold_mem_s"]
+    return "\n".join([
+        "| inputs | rank | modules | in+out MiB | floor s | cold s (×fl) | cold in-memory s (×fl) "
+        "| warm new μ s (×cold in-memory) | warm new per-block μ s (×cold in-memory) |",
+        "|" + "---|" * 9,
+        f"| {r['label']} | {r['rank']} | {r['modules']} | {r['in_out_mib']:.0f} | {fl:.3f} "
+        f"| {r['cold_s']:.3f} ({r['cold_s'] / fl:.2f}×) | {cm:.3f} ({cm / fl:.2f}×) "
+        f"| {r['warm_mu_s']:.3f} ({r['warm_mu_s'] / cm:.2f}×) | {r['warm_blocks_s']:.3f} ({r['warm_blocks_s'] / cm:.2f}×) |"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="NP-LoRA fusion benchmark")
     ap.add_argument("--arch", nargs="*", default=["sd1", "sdxl", "flux"], choices=list(LABEL),
@@ -281,7 +355,18 @@ def main() -> int:
                     help="skip the dense reference (minutes per shape on a CPU): its cells read 'not run'")
     ap.add_argument("--workdir", default=None, help="where the temporary LoRA files go")
     ap.add_argument("--from-json", default=None, help="print the table of figures saved by --json; measure nothing")
+    ap.add_argument("--multi", action="store_true", help="only the SDXL rank-32 row of 2 contents + 2 styles")
     ns = ap.parse_args()
+    if ns.multi:
+        torch.linalg.qr(torch.randn(8, 4))
+        with tempfile.TemporaryDirectory(dir=ns.workdir) as d:
+            row = bench_multi(Path(d), ns.repeat, ns.device)
+        print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads")
+        print(multi_table(row))
+        if ns.json:
+            Path(ns.json).write_text(json.dumps([row], indent=1))
+        return 0
     if ns.from_json:
         print(table(json.loads(Path(ns.from_json).read_text())))
         return 0

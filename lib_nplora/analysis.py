@@ -11,21 +11,34 @@ Per module present in both LoRAs (all from the factors, never the dense matrix):
 * ``style_energy_kept``: share of the style update's sigma^2 energy in its top-k directions.
 
 Block totals weight modules by their content energy (overlap) and style energy (energy kept).
+
+Several inputs (``analyze_set``): the numbers above are of the joint content update (the
+weighted sum of the contents) against the joint style update, and beside them, per content,
+its overlap with the joint style subspace (``contents``) and, per pair of contents, how much
+of the later one lies in the earlier one's principal input directions (``between``: what
+``chain`` would attenuate). ``groups`` gives the overlap per block group of ``arch.blocks``
+(the names per-block mu takes), with ``matters`` where it is at least ``MATTERS`` — the groups
+where the choice of mu changes the result most.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .arch import blocks as blockmod
 from .devices import resolve_device
 from .fusion.basis import compute_bases
 from .fusion.batching import pair_batches, stack
 from .fusion.merge import plan_fusion
-from .lora import LoraSet
+from .lora import LoraModule, LoraSet, LowRank
 from .params import FuseParams
+
+#: a block group's overlap from which projection clearly matters there (``GroupAnalysis.matters``)
+MATTERS = 0.2
 
 
 @dataclass
@@ -54,6 +67,28 @@ class BlockAnalysis:
 
 
 @dataclass
+class GroupAnalysis:
+    """Overlap in one block group of ``arch.blocks`` (a name ``mub=`` takes)."""
+
+    group: str
+    coarse: bool
+    modules: int
+    overlap: float
+    matters: bool
+
+
+@dataclass
+class InputOverlap:
+    """One content's overlap with the joint style subspace, or (``of`` set) with an earlier
+    content's principal input directions."""
+
+    content: str
+    overlap: float
+    of: str | None = None
+    blocks: dict[str, float] = field(default_factory=dict)  # coarse group -> overlap
+
+
+@dataclass
 class Analysis:
     arch: str
     params: dict
@@ -64,6 +99,13 @@ class Analysis:
     total: BlockAnalysis | None = None
     content_only: int = 0
     style_only: int = 0
+    groups: list[GroupAnalysis] = field(default_factory=list)
+    contents: list[InputOverlap] = field(default_factory=list)
+    between: list[InputOverlap] = field(default_factory=list)
+
+    def suggested_groups(self) -> list[str]:
+        """The coarse groups where projection matters, highest overlap first."""
+        return [g.group for g in sorted(self.groups, key=lambda g: -g.overlap) if g.coarse and g.matters]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,4 +198,68 @@ def analyze(content: LoraSet, style: LoraSet, params: FuseParams | None = None, 
         by_block.setdefault(m.block, []).append(m)
     result.blocks = [_aggregate(b, by_block[b]) for b in sorted(by_block, key=block_sort_key)]
     result.total = _aggregate("total", result.modules)
+    result.groups = _groups(content.arch, result.modules)
+    return result
+
+
+def _groups(arch: str, modules: list[ModuleAnalysis]) -> list[GroupAnalysis]:
+    """Energy-weighted overlap per coarse and fine block group, in model order."""
+    members: dict[str, list[ModuleAnalysis]] = {}
+    for m in modules:
+        coarse, fine = blockmod.group_of(arch, m.name)
+        for g in (coarse, fine):
+            if g is not None:
+                members.setdefault(g, []).append(m)
+    order = blockmod.groups(arch) + blockmod.fine_groups(arch)
+    out = []
+    for g in sorted(members, key=lambda g: order.index(g) if g in order else len(order)):
+        overlap = _aggregate(g, members[g]).overlap
+        out.append(GroupAnalysis(g, g in blockmod.groups(arch), len(members[g]), overlap, overlap >= MATTERS))
+    return out
+
+
+def joint_lora(parts: list[tuple[LoraSet, float]], label: str) -> LoraSet:
+    """Several LoRAs of one architecture as one: per module the weighted sum of those holding it,
+    as stacked factors [w_1 s_1 B_1, ...] @ [A_1; ...] (float32; scale 1). Non-low-rank modules are
+    left out. Its ``sha256`` identifies the inputs and weights (the basis cache keys on it)."""
+    if len(parts) == 1 and parts[0][1] == 1.0:
+        return parts[0][0]
+    names: dict[str, None] = {}
+    for lora, _ in parts:
+        names.update((n, None) for n, m in lora.modules.items() if m.is_lowrank)
+    modules = {}
+    for n in names:
+        held = [(lora.modules[n].factors, w) for lora, w in parts if n in lora.modules and lora.modules[n].is_lowrank]
+        up = torch.cat([f.up.float() * (w * f.scale) for f, w in held], dim=1)
+        down = torch.cat([f.down.float() for f, _ in held], dim=0)
+        modules[n] = LoraModule(n, "lora", LowRank(up, down))
+    key = "|".join(f"{lora.sha256}*{w!r}" for lora, w in parts)
+    first = parts[0][0]
+    return LoraSet("", label, first.arch, first.arch_candidates, "joint", {}, modules,
+                   sha256=hashlib.sha256(key.encode()).hexdigest())
+
+
+def analyze_set(contents: list[tuple[LoraSet, float]], styles: list[tuple[LoraSet, float]],
+                params: FuseParams | None = None, *, device=None, cache=None) -> Analysis:
+    """``analyze`` for several contents and styles (see the module docstring): one of each with
+    weight 1 is ``analyze`` itself."""
+    params = params or FuseParams()
+    contents = [(lo, w) for lo, w in contents if w != 0] or contents[:1]
+    styles = [(lo, w) for lo, w in styles if w != 0] or styles[:1]
+    label = " + ".join
+    style = joint_lora(styles, label(lo.name for lo, _ in styles))
+    content = joint_lora(contents, label(lo.name for lo, _ in contents))
+    result = analyze(content, style, params, device=device, cache=cache)
+    if len(contents) == 1 and len(styles) == 1:
+        return result
+    unweighted = params.with_(content_weight=1.0, style_weight=1.0)
+
+    def summary(c: LoraSet, s: LoraSet, of: str | None) -> InputOverlap:
+        a = analyze(c, s, unweighted, device=device, cache=cache)
+        coarse = {g.group: g.overlap for g in a.groups if g.coarse}
+        return InputOverlap(c.name, a.total.overlap if a.total else 0.0, of, coarse)
+
+    result.contents = [summary(lo, style, None) for lo, _ in contents]
+    result.between = [summary(later, earlier, earlier.name) for i, (earlier, _) in enumerate(contents)
+                      for later, _ in contents[i + 1:]]
     return result

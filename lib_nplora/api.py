@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from .analysis import Analysis, analyze
+from .analysis import Analysis, analyze, analyze_set
 from .cache import Caches
 from .devices import resolve_device
 from .errors import ParameterError
@@ -21,11 +21,11 @@ from .formats.atomic import check_output, labelled_inputs
 from .formats.reader import load_lora, load_pair
 from .formats.writer import OUTPUT_DTYPES, SavedFile, save_fused
 from .fused import FusedLora
-from .fusion.merge import Progress, fuse
+from .fusion.merge import Progress, fuse, fuse_set
 from .params import FuseParams
 
-__all__ = ["FuseParams", "load_lora", "load_pair", "fuse", "save_fused", "analyze", "fuse_files",
-           "analyze_files", "resolve_device", "output_dtype"]
+__all__ = ["FuseParams", "load_lora", "load_pair", "fuse", "fuse_set", "save_fused", "analyze", "analyze_set",
+           "fuse_files", "fuse_file_sets", "analyze_files", "analyze_file_sets", "resolve_device", "output_dtype"]
 
 
 def output_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -53,22 +53,57 @@ def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
     Returns:
         (the fusion result, what was written).
     """
-    params = params or FuseParams()
-    dt = output_dtype(dtype)
-    dev = resolve_device(device)
-    # before any work: never onto an input (whatever ``overwrite``), never over a file unless asked
-    check_output(output_path, inputs=labelled_inputs(content_path, style_path), overwrite=overwrite)
-    content, style = _pair(content_path, style_path, cache)
-    fused = fuse(content, style, params, device=dev, dtype=dt,
-                 cache=cache, progress=progress)
-    saved = save_fused(fused, output_path, output_name=output_name, overwrite=overwrite,
-                       content_meta=content.metadata, style_meta=style.metadata)
-    return fused, saved
+    return fuse_file_sets([(content_path, 1.0)], [(style_path, 1.0)], output_path, params, dtype=dtype,
+                          device=device, overwrite=overwrite, output_name=output_name, cache=cache, progress=progress)
 
 
 def analyze_files(content_path, style_path, params: FuseParams | None = None, *,
                   device: str | torch.device | None = "auto", cache: Caches | None = None) -> Analysis:
     """Read both files and analyze how the content overlaps the style's subspace."""
+    return analyze_file_sets([(content_path, 1.0)], [(style_path, 1.0)], params, device=device, cache=cache)
+
+
+def _sets(contents, styles, cache: Caches | None):
+    """(path, weight) lists -> ([(LoraSet, weight)], [(LoraSet, weight)]) read for one architecture
+    (a pair by ``load_pair``, several by ``Caches.load_set``: the same rule)."""
+    if len(contents) == len(styles) == 1:
+        loads = list(_pair(contents[0][0], styles[0][0], cache))
+    else:
+        loads = (cache or Caches(max_bytes=0)).load_set([p for p, _ in list(contents) + list(styles)])
+    n = len(contents)
+    return (list(zip(loads[:n], [w for _, w in contents])), list(zip(loads[n:], [w for _, w in styles])))
+
+
+def labelled_sets(contents, styles) -> list[tuple[str, str | os.PathLike]]:
+    """(label, path) of every input, for ``check_output`` (a pair: ``labelled_inputs``')."""
+    if len(contents) == len(styles) == 1:
+        return labelled_inputs(contents[0][0], styles[0][0])
+    return ([(f"content LoRA {i + 1}", p) for i, (p, _) in enumerate(contents)]
+            + [(f"style LoRA {j + 1}", p) for j, (p, _) in enumerate(styles)])
+
+
+def fuse_file_sets(contents: list[tuple[str | os.PathLike, float]], styles: list[tuple[str | os.PathLike, float]],
+                   output_path: str | os.PathLike, params: FuseParams | None = None, *,
+                   dtype: str | torch.dtype = "fp16", device: str | torch.device | None = "auto",
+                   overwrite: bool = False, output_name: str | None = None, cache: Caches | None = None,
+                   progress: Progress | None = None) -> tuple[FusedLora, SavedFile]:
+    """``fuse_files`` for several contents and styles, each (path, own weight) (``fusion.merge.fuse_set``;
+    one of each with weight 1 is the pair fusion, bit for bit)."""
+    params = params or FuseParams()
+    dt = output_dtype(dtype)
     dev = resolve_device(device)
-    content, style = _pair(content_path, style_path, cache)
-    return analyze(content, style, params, device=dev, cache=cache)
+    check_output(output_path, inputs=labelled_sets(contents, styles), overwrite=overwrite)
+    c_sets, s_sets = _sets(contents, styles, cache)
+    fused = fuse_set(c_sets, s_sets, params, device=dev, dtype=dt, cache=cache, progress=progress)
+    saved = save_fused(fused, output_path, output_name=output_name, overwrite=overwrite,
+                       content_meta=c_sets[0][0].metadata, style_meta=s_sets[0][0].metadata,
+                       input_meta=[lo.metadata for lo, _ in c_sets + s_sets])
+    return fused, saved
+
+
+def analyze_file_sets(contents, styles, params: FuseParams | None = None, *,
+                      device: str | torch.device | None = "auto", cache: Caches | None = None) -> Analysis:
+    """``analyze_files`` for several contents and styles, each (path, own weight)."""
+    dev = resolve_device(device)
+    c_sets, s_sets = _sets(contents, styles, cache)
+    return analyze_set(c_sets, s_sets, params, device=dev, cache=cache)

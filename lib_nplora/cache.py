@@ -7,8 +7,9 @@
   ``cp -p``, ``rsync -t``); the ctime cannot be set back by any call, and a replacement by
   rename has a new inode.
 * Style bases (``ModuleBasis`` per module), keyed by the style file's content hash, its
-  architecture, k / energy and the device. A new mu or content weight reuses them and costs only
-  the projection.
+  architecture, k / energy and the device; for several styles, by every style's hash and own
+  weight (the joint update's subspace depends on their ratios). A new mu, per-block mu or
+  content weight reuses them and costs only the projection.
 
 Both live under one byte limit, evicted least-recently-used first; an entry larger than the
 whole limit is used but not kept. Two threads asking for the same missing entry wait for one
@@ -24,8 +25,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from .formats.atomic import file_version
-from .formats.reader import load_lora, load_pair
-from .fusion.basis import ModuleBasis, compute_bases
+from . import arch as archmod
+from .formats.reader import ARCH_PREFERENCE, load_lora, load_pair
+from .fusion.basis import ModuleBasis, compute_bases, compute_joint_bases
 from .lora import LoraSet
 
 DEFAULT_MAX_BYTES = 2 << 30
@@ -138,37 +140,71 @@ class Caches:
     def _basis_key(self, lora: LoraSet, k, energy, device):
         return ("basis", lora.sha256, lora.arch, k, energy, str(device))
 
-    def _lookup_bases(self, lora: LoraSet, k, energy, device) -> dict[str, ModuleBasis]:
-        """The cached style bases of ``lora`` for (k, energy, device); empty if none."""
+    def _joint_key(self, styles, k, energy, device):
+        """Several styles: their hashes and own weights (their ratios shape the joint update)."""
+        return ("joint", tuple((lora.sha256, lora.arch, float(w)) for lora, w in styles), k, energy, str(device))
+
+    def _lookup_bases(self, key) -> dict[str, ModuleBasis]:
+        """The cached bases under ``key``; empty if none."""
         with self._lock:
-            hit = self._entries.get(self._basis_key(lora, k, energy, device))
+            hit = self._entries.get(key)
             if hit is None:
                 self.misses += 1
                 return {}
-            self._entries.move_to_end(self._basis_key(lora, k, energy, device))
+            self._entries.move_to_end(key)
             self.hits += 1
             return dict(hit[0])
 
-    def _store_bases(self, lora: LoraSet, k, energy, device, new: dict[str, ModuleBasis]) -> None:
-        """Add computed bases to the entry of (lora, k, energy, device)."""
-        key = self._basis_key(lora, k, energy, device)
+    def _store_bases(self, key, new: dict[str, ModuleBasis]) -> None:
+        """Add computed bases to the entry under ``key``."""
         with self._lock:
             hit = self._entries.get(key)
             merged = dict(hit[0]) if hit is not None else {}
             merged.update(new)
             self._put(key, merged, sum(b.nbytes() for b in merged.values()))
 
+    def _bases(self, key, names, compute) -> dict[str, ModuleBasis]:
+        have = self._lookup_bases(key)
+        missing = [n for n in names if n not in have]
+        if missing:
+            new = compute(missing)
+            self._store_bases(key, new)
+            have.update(new)
+        return have
+
     def bases(self, lora: LoraSet, names, k, energy, device) -> dict[str, ModuleBasis]:
         """Style bases for ``names`` of ``lora``, computing (and keeping) only the missing ones.
 
         The one way to the kept bases: the fusion and the analysis both ask here."""
-        have = self._lookup_bases(lora, k, energy, device)
-        missing = [n for n in names if n not in have]
-        if missing:
-            new = compute_bases(lora, missing, k, energy, device)
-            self._store_bases(lora, k, energy, device, new)
-            have.update(new)
-        return have
+        return self._bases(self._basis_key(lora, k, energy, device), names,
+                           lambda missing: compute_bases(lora, missing, k, energy, device))
+
+    def joint_bases(self, styles, names, k, energy, device) -> dict[str, ModuleBasis]:
+        """Bases of the joint update of several (style LoRA, own weight) for ``names``
+        (``basis.compute_joint_bases``), computing (and keeping) only the missing ones."""
+        styles = list(styles)
+        return self._bases(self._joint_key(styles, k, energy, device), names,
+                           lambda missing: compute_joint_bases(styles, missing, k, energy, device))
+
+    def load_set(self, paths, arch: str | None = None) -> list[LoraSet]:
+        """Several LoRA files read for one architecture (``formats.reader.load_pair``'s rule, for
+        any number): ``arch`` if given, else the one every file fits, by ``ARCH_PREFERENCE``.
+
+        Raises:
+            ArchitectureError: no architecture fits every file (names the first two that differ).
+        """
+        paths = list(paths)
+        if arch is not None:
+            return [self.load(p, arch=arch) for p in paths]
+        loras = [self.load(p) for p in paths]
+        if len({lora.arch for lora in loras}) <= 1:
+            return loras
+        common = [a for a in ARCH_PREFERENCE if all(a in lora.arch_candidates for lora in loras)]
+        if not common:
+            first = loras[0]
+            other = next(lora for lora in loras if lora.arch != first.arch)
+            raise archmod.pair_mismatch(first.name, first.arch, other.name, other.arch)
+        return [lora if lora.arch == common[0] else self.load(p, arch=common[0]) for p, lora in zip(paths, loras)]
 
     def drop(self, predicate: Callable[[Hashable], bool]) -> int:
         """Remove the entries whose key matches ``predicate``; returns how many."""

@@ -53,6 +53,8 @@ def _option(p: Param) -> dict:
         return dict(kw, action="store_true")
     if p.kind == "choice":
         return dict(kw, choices=p.choices, default=None)
+    if p.kind == "blocks":
+        return dict(kw, default=None, metavar=p.metavar)
     kw.update(type=float if p.kind == "number" else int, default=None)
     return dict(kw, metavar=p.metavar) if p.metavar else kw
 
@@ -72,15 +74,53 @@ def add_param_options(parser: argparse.ArgumentParser, params) -> None:
         target.add_argument(p.cli_flag, **_option(p))
 
 
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """CONTENT and STYLE positionally (one pair), and ``--content FILE [W]`` / ``--style FILE [W]``,
+    each repeatable, for several with their own weights (after the positional ones, in order)."""
+    parser.add_argument("content", nargs="?", default=None, help="content (subject) LoRA, .safetensors")
+    parser.add_argument("style", nargs="?", default=None, help="style LoRA, .safetensors")
+    for side in ("content", "style"):
+        parser.add_argument(f"--{side}", dest=f"more_{side}", action="append", nargs="+", default=[],
+                            metavar=("FILE", "W"), help=f"a{' further' if side == 'content' else ''} {side} LoRA "
+                            "and its own weight (default 1); repeat for several")
+
+
+def inputs_of(ns) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """The (file, own weight) lists the options give.
+
+    Raises:
+        ParameterError: a side without a file, more than one weight after a file, a weight that
+        is not a number.
+    """
+    from .errors import ParameterError
+
+    out = []
+    for side in ("content", "style"):
+        items = [(getattr(ns, side), 1.0)] if getattr(ns, side) else []
+        for given in getattr(ns, f"more_{side}"):
+            if len(given) > 2:
+                raise ParameterError(f"--{side} takes a file and at most one weight, got {' '.join(given)[:80]!r}")
+            try:
+                w = float(given[1]) if len(given) == 2 else 1.0
+            except ValueError:
+                raise ParameterError(f"--{side} {given[0]}: the weight {given[1]!r} is not a number") from None
+            if w != w or abs(w) == float("inf"):
+                raise ParameterError(f"--{side} {given[0]}: the weight must be a finite number")
+            items.append((given[0], w))
+        if not items:
+            raise ParameterError(f"no {side} LoRA given", hint=f"Give CONTENT STYLE, or --{side} FILE [W]")
+        out.append(items)
+    return out[0], out[1]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib_nplora",
                                 description="NP-LoRA: fuse a content LoRA and a style LoRA by null-space projection.")
     p.add_argument("--version", action="version", version=f"NP-LoRA {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fuse", help="fuse CONTENT and STYLE into one LoRA file")
-    f.add_argument("content", help="content (subject) LoRA, .safetensors")
-    f.add_argument("style", help="style LoRA, .safetensors")
+    f = sub.add_parser("fuse", help="fuse CONTENT and STYLE (or several of each) into one LoRA file")
+    add_input_options(f)
     f.add_argument("-o", "--output", required=True, help="output .safetensors file")
     add_param_options(f, FUSE_PARAMS)
     f.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N or mps")
@@ -93,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
 
     a = sub.add_parser("analyze", help="how much the content overlaps the style's principal subspace")
-    a.add_argument("content")
-    a.add_argument("style")
+    add_input_options(a)
     add_param_options(a, [p for p in FUSE_PARAMS if p.analysis])
     a.add_argument("--device", default="auto")
     a.add_argument("--json", dest="json_file", default=None, metavar="FILE",
@@ -118,12 +157,13 @@ def _params(ns) -> FuseParams:
 
 
 def cmd_fuse(ns) -> int:
-    from .api import fuse_files
+    from .api import fuse_file_sets
 
     params = _params(ns)
+    contents, styles = inputs_of(ns)
     bar = ProgressBar("fusing")
-    fused, saved = fuse_files(ns.content, ns.style, ns.output, params, dtype=ns.dtype, device=ns.device,
-                              overwrite=ns.force, output_name=ns.name, progress=bar)
+    fused, saved = fuse_file_sets(contents, styles, ns.output, params, dtype=ns.dtype, device=ns.device,
+                                  overwrite=ns.force, output_name=ns.name, progress=bar)
     counts = fused.counts()
     bar.finish(f"wrote {saved.path} ({os.path.getsize(saved.path) / 2**20:.1f} MiB, "
                f"{counts['fused']} fused / {counts['projected']} projected, "
@@ -187,18 +227,27 @@ def format_analysis(result) -> str:
                  "input subspace (what NP-LoRA attenuates)")
     if result.content_only or result.style_only:
         lines.append(f"not paired: {result.content_only} content-only, {result.style_only} style-only modules")
+    for o in result.contents:
+        lines.append(f"content {o.content}: overlap {o.overlap:.3f} with the joint style subspace")
+    for o in result.between:
+        lines.append(f"content {o.content}: overlap {o.overlap:.3f} with content {o.of}'s directions (chain)")
+    groups = result.suggested_groups()
+    if result.groups:
+        lines.append("per-block mu (mub=GROUP:MU): projection matters most in "
+                     + (", ".join(groups) if groups else "no group (every overlap is low)"))
     return "\n".join(lines)
 
 
 def cmd_analyze(ns) -> int:
-    from .api import analyze_files
-    from .formats.atomic import atomic_write, check_output, labelled_inputs
+    from .api import analyze_file_sets, labelled_sets
+    from .formats.atomic import atomic_write, check_output
 
-    inputs = labelled_inputs(ns.content, ns.style)
+    contents, styles = inputs_of(ns)
+    inputs = labelled_sets(contents, styles)
     if ns.json_file:  # refuse a bad report file before the work
         check_output(ns.json_file, inputs=inputs, overwrite=ns.force)
     params = _params(ns)
-    result = analyze_files(ns.content, ns.style, params, device=ns.device)
+    result = analyze_file_sets(contents, styles, params, device=ns.device)
     print(format_analysis(result))
     if ns.json_file:
         data = json.dumps(result.to_dict(), indent=1).encode("utf-8")

@@ -78,7 +78,8 @@ class FusedLora:
     Attributes:
         arch: base architecture.
         params: the fusion parameters.
-        content, style: the inputs.
+        contents, styles: the inputs, in order, each with its effective weight (its own times
+            ``params.content_weight`` / ``style_weight``). ``content`` / ``style`` are the first.
         modules: canonical name -> FusedModule (low-rank results).
         passthrough: canonical name -> LoraModule carried over unchanged (weight applied where
             its type allows), e.g. DoRA, OFT, IA3, norm modules.
@@ -88,19 +89,33 @@ class FusedLora:
 
     arch: str
     params: FuseParams
-    content: InputInfo
-    style: InputInfo
+    contents: tuple[InputInfo, ...]
+    styles: tuple[InputInfo, ...]
     modules: dict[str, FusedModule] = field(default_factory=dict)
     passthrough: dict[str, LoraModule] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def content(self) -> InputInfo:
+        return self.contents[0]
+
+    @property
+    def style(self) -> InputInfo:
+        return self.styles[0]
+
+    @property
+    def inputs(self) -> tuple[InputInfo, ...]:
+        """Every input: the contents, then the styles."""
+        return self.contents + self.styles
+
+    @property
     def digest(self) -> str:
-        """Identifies this fusion: inputs' hashes, parameters and library version (hex, 16)."""
+        """Identifies this fusion: inputs' hashes and weights, parameters and library version (hex, 16)."""
         from . import __version__
 
-        key = json.dumps({"c": self.content.sha256, "s": self.style.sha256, "arch": self.arch,
+        key = json.dumps({"c": [(i.sha256, i.weight) for i in self.contents],
+                          "s": [(i.sha256, i.weight) for i in self.styles], "arch": self.arch,
                           "p": self.params.to_dict(), "v": __version__}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 

@@ -37,6 +37,9 @@ K_FULL = "full"
 K_CHOICES = (K_FULL, "1", "2", "4", "8", "16", "32", "64", "128")
 MU_MAX = 10.0
 WEIGHT_RANGE = (-2.0, 2.0)
+#: how many per-block mu entries one request may hold (every fine group of SD1 is 25)
+MAX_BLOCK_MU = 64
+HARD_WORD = "hard"
 
 
 def parse_k(value) -> int | None:
@@ -71,6 +74,92 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
+@dataclass(frozen=True, order=True)
+class BlockMu:
+    """mu (or hard projection) for one block group (``arch.blocks``), on top of the global mu.
+
+    Attributes:
+        group: a group name of ``arch.blocks`` (``IN``, ``OUT05``, ``SINGLE``), upper case.
+        mu: soft projection strength there (ignored when ``hard``).
+        hard: hard projection (c = 1) there.
+    """
+
+    group: str
+    mu: float = 0.0
+    hard: bool = False
+
+    @property
+    def c(self) -> float:
+        return 1.0 if self.hard else self.mu / (1.0 + self.mu)
+
+    def text(self) -> str:
+        if self.hard:
+            return f"{self.group}:{HARD_WORD}"
+        short = f"{self.mu:g}"
+        return f"{self.group}:{short if float(short) == self.mu else repr(self.mu)}"
+
+
+def _group_name(text: str) -> str:
+    name = text.strip().upper()
+    if not name or len(name) > 12 or not name.isascii() or not name.isalnum():
+        raise ParameterError(f"block mu: {text[:20]!r} is not a block group name",
+                             hint="Use a group such as IN, MID, OUT, IN04, DOUBLE or SINGLE (see the README)")
+    return name
+
+
+def parse_block_mu(value) -> tuple[BlockMu, ...]:
+    """Per-block mu from its text (``"IN:0.2,OUT:hard"``), from (group, mu-or-"hard") pairs, from a
+    {group: mu-or-"hard"} mapping or from ``BlockMu`` values; sorted by group, each group once.
+
+    Raises:
+        ParameterError: a malformed entry, a mu out of range, a group given twice, too many.
+    """
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        if len(value) > 16 * MAX_BLOCK_MU:
+            raise ParameterError("block mu: too long")
+        pairs = []
+        for entry in value.split(","):
+            if not entry.strip():
+                continue
+            group, sep, mu = entry.partition(":")
+            if not sep:
+                raise ParameterError(f"block mu: {entry.strip()[:30]!r} needs GROUP:MU",
+                                     hint="Write e.g. IN:0.2,OUT:1.0 or MID:hard")
+            pairs.append((group, mu))
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = list(value)
+    if len(pairs) > MAX_BLOCK_MU:
+        raise ParameterError(f"block mu: at most {MAX_BLOCK_MU} groups, got {len(pairs)}")
+    out: dict[str, BlockMu] = {}
+    for item in pairs:
+        if isinstance(item, BlockMu):
+            group, mu, hard = _group_name(item.group), item.mu, item.hard
+        else:
+            group, mu = item
+            group = _group_name(str(group))
+            hard = isinstance(mu, str) and mu.strip().lower() == HARD_WORD
+        if not hard:
+            if isinstance(mu, bool):
+                raise ParameterError(f"block mu: {group} must be a number or 'hard', got {mu!r}")
+            mu = _finite(f"block mu {group}", mu.strip() if isinstance(mu, str) else mu)
+            if mu < 0 or mu > MAX_MU:
+                raise ParameterError(f"block mu: {group} must be between 0 and {MAX_MU:g}, got {mu:g}",
+                                     hint=f"Write {group}:hard for hard projection")
+        if group in out:
+            raise ParameterError(f"block mu: {group} is given twice")
+        out[group] = BlockMu(group, 0.0 if hard else float(mu), hard)
+    return tuple(sorted(out.values()))
+
+
+def block_mu_text(blocks: tuple[BlockMu, ...]) -> str:
+    """The text ``parse_block_mu`` reads back: ``"IN:0.2,OUT:hard"`` ("" for none)."""
+    return ",".join(b.text() for b in blocks)
+
+
 @dataclass(frozen=True)
 class FuseParams:
     """How to fuse a content and a style LoRA.
@@ -86,6 +175,13 @@ class FuseParams:
         content_weight, style_weight: user multipliers (wc, ws), applied on top of alpha/rank.
         scope: "unet" projects only the denoiser's modules (text encoders added without
             projection); "all" projects text-encoder modules too.
+        block_mu: mu or hard per block group (``arch.blocks``), on top of the global mu: a fine
+            group's value wins over its coarse group's, which wins over ``mu`` / ``hard``.
+            ``method="direct"`` ignores it. Held as canonical text (``"IN:0.2,OUT:hard"``, see
+            ``parse_block_mu``, which also takes pairs or a mapping); ``blocks`` has the entries.
+        chain: beyond the paper, with several content LoRAs: each content is also projected off
+            the principal input directions of the contents before it (in the given order), so a
+            later content cannot overwrite an earlier one's (see ``fusion.merge``).
     """
 
     mu: float = DEFAULT_MU
@@ -96,6 +192,8 @@ class FuseParams:
     content_weight: float = 1.0
     style_weight: float = 1.0
     scope: Scope = "unet"
+    block_mu: str = ""
+    chain: bool = False
 
     def __post_init__(self):
         mu = _finite("mu", self.mu)
@@ -125,6 +223,11 @@ class FuseParams:
             object.__setattr__(self, "energy", energy)
         if self.k is not None and self.energy is not None:
             raise ParameterError("give either k or energy, not both")
+        blocks = parse_block_mu(self.block_mu)
+        object.__setattr__(self, "block_mu", block_mu_text(blocks))  # canonical text: sorted, each group once
+        object.__setattr__(self, "_blocks", {b.group: b for b in blocks})
+        if not isinstance(self.chain, bool):
+            raise ParameterError(f"chain must be true or false, got {self.chain!r}")
         for name in ("content_weight", "style_weight"):
             w = _finite(name, getattr(self, name))
             if abs(w) > MAX_WEIGHT:
@@ -139,6 +242,21 @@ class FuseParams:
         if self.hard:
             return 1.0
         return self.mu / (1.0 + self.mu)
+
+    @property
+    def blocks(self) -> tuple[BlockMu, ...]:
+        """The ``block_mu`` entries, sorted by group."""
+        return tuple(self._blocks.values())
+
+    def c_of(self, coarse: str, fine: str | None = None) -> float:
+        """Suppression strength in a block group (``arch.blocks.group_of``): the fine group's
+        ``block_mu``, else the coarse group's, else ``c``."""
+        if self.method == "direct" or not self.block_mu:
+            return self.c
+        by = self._blocks
+        hit = by.get(fine) if fine is not None else None
+        hit = hit or by.get(coarse)
+        return hit.c if hit is not None else self.c
 
     @property
     def k_policy(self) -> str:
@@ -186,7 +304,7 @@ class FuseParams:
 # ---------------------------------------------------------------------------- the parameter table
 
 #: what a field holds; every surface handles a kind, never a field by name
-KINDS = ("lora", "number", "flag", "choice", "rank")
+KINDS = ("lora", "number", "flag", "choice", "rank", "blocks")
 BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -199,7 +317,8 @@ class Param:
             field, the accordion's argument, the CLI option's dest and the X/Y/Z attribute
             ``p.nplora_<name>``.
         kind: "lora" (a LoRA name), "number" (a float), "flag" (true/false), "choice" (one of
-            ``choices``), "rank" (k: a whole number, or "full" for the style's full rank).
+            ``choices``), "rank" (k: a whole number, or "full" for the style's full rank),
+            "blocks" (per-block mu: ``"IN:0.2,OUT:hard"``, see ``parse_block_mu``).
         doc: one line: the REST field's description and the CLI option's help.
         infotext: the image-parameter label (written, and read back by PNG Info -> txt2img).
         label: the widget's label in the accordion and the tab; None: not in the UI.
@@ -267,6 +386,8 @@ class Param:
             return K_FULL if value is None else str(int(value))
         if self.kind == "flag":
             return "True" if value else "False"
+        if self.kind == "blocks":
+            return block_mu_text(parse_block_mu(value))
         return str(value)
 
     def read(self, text: str):
@@ -281,11 +402,13 @@ class Param:
             return parse_k(text) if text.strip().lower() == K_FULL else int(text)
         if self.kind == "flag":
             return text.strip().lower() == "true"
+        if self.kind == "blocks":
+            return block_mu_text(parse_block_mu(text))
         return text
 
     def ui_value(self, value):
         """A parameter value as its widget holds it (k: "full" or the number as text)."""
-        return self.text(value) if self.kind == "rank" else value
+        return self.text(value) if self.kind in ("rank", "blocks") else value
 
     def widget(self, defaults: FuseParams | None = None) -> tuple[str, dict]:
         """The gradio component's class name and keyword arguments (no ``elem_id``; a LoRA
@@ -308,6 +431,8 @@ class Param:
             return "Checkbox", dict(kw, value=bool(value))
         if self.kind == "choice":
             return "Radio", dict(kw, choices=list(self.choices), value=value)
+        if self.kind == "blocks":
+            return "Textbox", dict(kw, value=value, placeholder=self.example, max_lines=1)
         choices = list(self.choices) + ([value] if value not in self.choices else [])
         return "Dropdown", dict(kw, choices=choices, value=value, allow_custom_value=True)
 
@@ -328,6 +453,8 @@ class Param:
             return value
         if self.kind == "choice":
             return str(value).strip().lower()
+        if self.kind == "blocks":
+            return block_mu_text(parse_block_mu(value))
         return value
 
 
@@ -366,6 +493,14 @@ PARAMS: tuple[Param, ...] = (
           group="mode", example="direct"),
     Param("energy", "number", "beyond the paper: smallest k keeping this share of style energy, e.g. 0.9",
           "NP-LoRA energy", tag="energy", group="rank", clears="k", analysis=True, example=0.9),
+    Param("block_mu", "blocks", "mu per block group on top of mu: GROUP:MU or GROUP:hard, comma-separated "
+          "(groups per architecture: README, 'Several LoRAs and per-block mu')", "NP-LoRA block mu",
+          label="Per-block mu (e.g. IN:0.2,OUT:1 or MID:hard; empty = mu everywhere)", row="blocks", tag="mub",
+          metavar="GROUP:MU,...", example="IN:0.2,OUT:hard"),
+    Param("chain", "flag", "beyond the paper: with several content LoRAs, project each off the earlier ones' "
+          "directions too (order matters)", "NP-LoRA chain",
+          label="Several contents: protect earlier ones from later ones (beyond the paper)", row="blocks",
+          tag="chain", example=True),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

@@ -63,6 +63,30 @@ def analysis_table(result: Analysis) -> str:
     return "".join(rows)
 
 
+def suggestion_html(result: Analysis) -> str:
+    """Where projection matters: the block groups by overlap (the names per-block mu takes), and
+    with several inputs each content's overlap with the joint style and with the earlier contents."""
+    coarse = [g for g in result.groups if g.coarse]
+    if not coarse and not result.contents:
+        return ""
+    parts = ['<div class="nplora-suggest">']
+    if coarse:
+        items = ", ".join(f"<b>{html.escape(g.group)}</b> {g.overlap:.2f}" if g.matters else
+                          f"{html.escape(g.group)} {g.overlap:.2f}" for g in coarse)
+        matters = result.suggested_groups()
+        parts.append(f"<div>Overlap per block group (per-block μ, <code>mub=GROUP:MU</code>): {items}. "
+                     + (f"Projection matters most in {html.escape(', '.join(matters))}; where the overlap is low "
+                        "μ changes little." if matters else "Every group's overlap is low: μ changes little.")
+                     + "</div>")
+    for o in result.contents:
+        parts.append(f"<div>{html.escape(o.content)}: {o.overlap:.3f} inside the joint style subspace</div>")
+    for o in result.between:
+        parts.append(f"<div>{html.escape(o.content)}: {o.overlap:.3f} inside {html.escape(o.of or '')}'s "
+                     "directions (what <code>chain</code> protects)</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def analysis_html(result: Analysis) -> str:
     """Chart, legend and table for the tab."""
     legend = ('<div class="nplora-legend"><span class="nplora-key nplora-key-overlap"></span> share of the '
@@ -72,4 +96,4 @@ def analysis_html(result: Analysis) -> str:
     head = (f'<div class="nplora-analysis"><div class="nplora-caption">{html.escape(result.content)} (content) × '
             f"{html.escape(result.style)} (style), {result.arch.upper()}, k = "
             f"{result.params.get('k') or 'full rank'}</div>")
-    return head + analysis_svg(result) + legend + analysis_table(result) + "</div>"
+    return head + analysis_svg(result) + legend + suggestion_html(result) + analysis_table(result) + "</div>"

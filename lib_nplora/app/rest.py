@@ -19,7 +19,7 @@ Works with pydantic 1 (A1111, fastapi 0.94) and pydantic 2 (Forge, fastapi 0.104
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Dict, List, Literal, Optional, Union
 
 import pydantic
 from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
@@ -32,7 +32,7 @@ from ..params import FUSE_PARAMS, REQUEST_PARAMS, FuseParams, Param
 from .context import HostContext
 from .guard import SAFE_METHODS, RequestRefused, check_basic_auth, check_json_content_type, check_origin, headers_of
 from .index import LoraNameError, LoraNotFoundError
-from .request import FusionRequest, PromptTagError
+from .request import MAX_SET, FusionRequest, PromptTagError, parse_set
 from .service import OutputNameError, default_output_name
 
 PREFIX = "/nplora/v1"
@@ -51,15 +51,27 @@ class _Strict(pydantic.BaseModel):
 Number = Union[StrictInt, StrictFloat]
 
 
+class LoraRef(_Strict):
+    """One LoRA of a list, with its own weight (on top of the side's ``content_weight`` / ``style_weight``)."""
+
+    name: StrictStr = pydantic.Field(..., max_length=255, description="LoRA name (file stem or alias)")
+    weight: Number = pydantic.Field(1.0, description="its own weight (default 1)")
+
+
+#: per-block mu as JSON: "IN:0.2,OUT:hard" or {"IN": 0.2, "OUT": "hard"}
+BlockMuJSON = Union[StrictStr, Dict[StrictStr, Union[Number, Literal["hard"]]]]
+
 #: kind -> JSON type (strict: nothing is coerced)
-_JSON_TYPES = {"lora": StrictStr, "number": Number, "flag": StrictBool, "rank": StrictInt}
+_JSON_TYPES = {"lora": StrictStr, "number": Number, "flag": StrictBool, "rank": StrictInt, "blocks": BlockMuJSON}
 
 
 def _body_field(p: Param) -> tuple:
-    """One table row as a body field: (annotation, pydantic.Field). A LoRA name is required; a
-    field whose default is None or the host's setting is optional (null = not given)."""
+    """One table row as a body field: (annotation, pydantic.Field). A LoRA name is required (one
+    name, a LoRA set's text ``"dog + hat*0.5"``, or a list of {name, weight}); a field whose
+    default is None or the host's setting is optional (null = not given)."""
     if p.kind == "lora":
-        return StrictStr, pydantic.Field(..., max_length=255, description=p.doc)
+        return Union[StrictStr, List[LoraRef]], pydantic.Field(
+            ..., description=p.doc + "; several: a list of {\"name\", \"weight\"} (at most 8)")
     kind = Literal[p.choices] if p.kind == "choice" else _JSON_TYPES[p.kind]
     if p.from_settings or p.default is None:
         doc = p.doc + (" (omitted: the host's setting)" if p.from_settings else "")
@@ -83,11 +95,30 @@ def _dump(model: pydantic.BaseModel) -> dict:
     return model.model_dump() if _V2 else model.dict()
 
 
+MAX_NAME_TEXT = 255 * 8
+
+
 def request_from(body: PairBody, defaults: FuseParams) -> FusionRequest:
-    """A FusionRequest from a validated body; omitted mu/scope come from the host's settings."""
+    """A FusionRequest from a validated body; omitted mu/scope come from the host's settings.
+    A name may be a LoRA set's text or a list of {name, weight} (``FusionRequest.of_sets``).
+
+    Raises:
+        ParameterError, LoraNameError: a bad list, name or weight (400).
+    """
     d = _dump(body)
     params = FuseParams.from_values(defaults, **{p.name: d[p.name] for p in FUSE_PARAMS})
-    return FusionRequest(d["content"], d["style"], params, source="api")
+    sides = []
+    for side in ("content", "style"):
+        value = d[side]
+        if isinstance(value, str):
+            if len(value) > MAX_NAME_TEXT:
+                raise ParameterError(f"the {side} name is longer than {MAX_NAME_TEXT} characters")
+            sides.append(list(parse_set(value, f"{side} LoRA name")))
+        else:
+            if len(value) > MAX_SET:
+                raise ParameterError(f"at most {MAX_SET} {side} LoRAs, got {len(value)}")
+            sides.append([(ref["name"], ref["weight"]) for ref in value])
+    return FusionRequest.of_sets(sides[0], sides[1], params, source="api")
 
 
 def http_error(e: Exception) -> HTTPException:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from ..analysis import Analysis, analyze
+from ..analysis import Analysis, analyze_set
 from ..cache import Caches
 from ..cache import shared as shared_caches
 from ..errors import MissingFileError, NpLoraError
 from ..formats.atomic import check_output, labelled_inputs
 from ..formats.writer import SavedFile, save_fused
 from ..fused import FusedLora
-from ..fusion.merge import Progress, fuse
+from ..fusion.merge import Progress, fuse_set
 from ..memory import release_free_memory
 from .index import LoraEntry, LoraIndex, LoraNameError, check_name
 from .request import FusionRequest
@@ -64,10 +64,13 @@ def output_path(index: LoraIndex, name: str) -> Path:
 
 
 def default_output_name(request: FusionRequest) -> str:
+    """``dog+ink_nplora_mu0.5`` (several: ``dog+hat+ink+oil_nplora_mu0.5``; weights left out)."""
     p = request.params
     how = p.label(compact=True)
     k = f"_k{p.k}" if p.k is not None else ""
-    return f"{request.content}+{request.style}_nplora_{how}{k}".replace("/", "_")
+    blocks = "_blocks" if p.block_mu else ""
+    names = "+".join(n for n, _ in request.contents + request.styles)
+    return f"{names}_nplora_{how}{k}{blocks}".replace("/", "_")
 
 
 class FusionService:
@@ -77,10 +80,33 @@ class FusionService:
         self.caches = caches or shared_caches
 
     def inputs(self, index: LoraIndex, request: FusionRequest) -> tuple[LoraEntry, LoraEntry]:
-        return index.resolve(request.content, "content LoRA"), index.resolve(request.style, "style LoRA")
+        """The first content's and the first style's entries (``entries`` lists every input)."""
+        contents, styles = self.entries(index, request)
+        return contents[0], styles[0]
+
+    def entries(self, index: LoraIndex, request: FusionRequest) -> tuple[list[LoraEntry], list[LoraEntry]]:
+        """Every input's entry: the contents', then the styles'. With several, the label names the place."""
+        def resolve(refs, what):
+            many = len(refs) > 1
+            return [index.resolve(n, f"{what} {i + 1}" if many else what) for i, (n, _) in enumerate(refs)]
+        return resolve(request.contents, "content LoRA"), resolve(request.styles, "style LoRA")
+
+    def labelled(self, index: LoraIndex, request: FusionRequest) -> list[tuple[str, str]]:
+        """(label, path) of every input, for ``check_output``."""
+        contents, styles = self.entries(index, request)
+        if len(contents) == len(styles) == 1:
+            return labelled_inputs(contents[0].path, styles[0].path)
+        return [(f"content LoRA {e.name}", e.path) for e in contents] + [(f"style LoRA {e.name}", e.path)
+                                                                        for e in styles]
 
     def load_inputs(self, index: LoraIndex, request: FusionRequest, arch: str | None = None):
-        """The two inputs read through the cache, for ``arch`` when given (the loaded model's).
+        """The first content and the first style read through the cache (``load_all`` reads all)."""
+        contents, styles = self.load_all(index, request, arch)
+        return contents[0], styles[0]
+
+    def load_all(self, index: LoraIndex, request: FusionRequest, arch: str | None = None):
+        """Every input read through the cache, for ``arch`` when given (the loaded model's):
+        ([(content, own weight)], [(style, own weight)]).
 
         A file that fits several architectures (a CLIP-L-only LoRA fits SD1, SDXL and FLUX) must
         be read for the model it is applied to, not for the library's preferred one.
@@ -88,11 +114,17 @@ class FusionService:
         Raises:
             ArchitectureError: a file does not fit ``arch`` (names the file).
         """
-        c_entry, s_entry = self.inputs(index, request)
+        c_entries, s_entries = self.entries(index, request)
         try:
-            return self.caches.load_pair(c_entry.path, s_entry.path, arch)
+            if len(c_entries) == len(s_entries) == 1:
+                loras = list(self.caches.load_pair(c_entries[0].path, s_entries[0].path, arch))
+            else:
+                loras = self.caches.load_set([e.path for e in c_entries + s_entries], arch)
         except MissingFileError as e:  # the name came from the LoRA list: the list is out of date
             raise e.listed() from None
+        weights = [w for _, w in request.contents + request.styles]
+        n = len(c_entries)
+        return list(zip(loras[:n], weights[:n])), list(zip(loras[n:], weights[n:]))
 
     def fuse(self, index: LoraIndex, request: FusionRequest, *, device=None,
              dtype: torch.dtype = torch.float16, progress: Progress | None = None,
@@ -103,20 +135,21 @@ class FusionService:
             arch: read both inputs for this architecture (the loaded model's); None = the
                 architecture both files fit best.
         """
-        content, style = self.load_inputs(index, request, arch)
-        key = ("fused", content.sha256, style.sha256, content.arch, request.params, str(device), str(dtype))
+        contents, styles = self.load_all(index, request, arch)
+        key = ("fused", tuple((lo.sha256, w) for lo, w in contents), tuple((lo.sha256, w) for lo, w in styles),
+               contents[0][0].arch, request.params, str(device), str(dtype))
 
         def make():
-            fused = fuse(content, style, request.params, device=device, dtype=dtype,
-                         out_device=device or "cpu", cache=self.caches, progress=progress)
+            fused = fuse_set(contents, styles, request.params, device=device, dtype=dtype,
+                             out_device=device or "cpu", cache=self.caches, progress=progress)
             release_free_memory()  # the batch buffers just freed
             return fused, fused.nbytes()
 
         return self.caches.memo(key, make)
 
     def analyze(self, index: LoraIndex, request: FusionRequest, *, device=None) -> Analysis:
-        content, style = self.load_inputs(index, request)
-        result = analyze(content, style, request.params, device=device, cache=self.caches)
+        contents, styles = self.load_all(index, request)
+        result = analyze_set(contents, styles, request.params, device=device, cache=self.caches)
         release_free_memory()
         return result
 
@@ -125,18 +158,17 @@ class FusionService:
         """Fuse and write ``<LoRA folder>/<name>.safetensors``; the index is refreshed after.
 
         Raises:
-            OutputIsInputError: the name is one of the two inputs' files (or a link to one),
+            OutputIsInputError: the name is one of the inputs' files (or a link to one),
                 whatever ``overwrite`` says.
             OutputExistsError: the file exists and ``overwrite`` is False.
         """
-        c_entry, s_entry = self.inputs(index, request)
         path = output_path(index, name)
         # never onto an input (whatever ``overwrite``), never over a file unless asked
-        check_output(path, inputs=labelled_inputs(c_entry.path, s_entry.path), overwrite=overwrite,
-                     exists_hint=EXISTS_HINT)
-        content, style = self.load_inputs(index, request)
+        check_output(path, inputs=self.labelled(index, request), overwrite=overwrite, exists_hint=EXISTS_HINT)
+        contents, styles = self.load_all(index, request)
         fused = self.fuse(index, request, device=device, dtype=dtype, progress=progress)
         saved = save_fused(fused, path, output_name=path.stem, overwrite=overwrite,
-                           content_meta=content.metadata, style_meta=style.metadata)
+                           content_meta=contents[0][0].metadata, style_meta=styles[0][0].metadata,
+                           input_meta=[lo.metadata for lo, _ in contents + styles])
         index.refresh()
         return saved

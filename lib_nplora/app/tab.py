@@ -24,6 +24,7 @@ import traceback
 
 from ..errors import NpLoraError, ParameterError
 from ..params import UI_PARAMS, FuseParams, ui_rows
+from . import block_sliders
 from .chart import analysis_html
 from .context import HostContext
 from .guard import RequestRefused, check_gradio_request
@@ -104,6 +105,9 @@ def build_tab(ctx: HostContext):
                 if names_row and refresh is None:
                     refresh = gr.Button(value="\u21bb Refresh list", elem_id="nplora_tab_refresh", size="sm",
                                         scale=1, min_width=120)
+            for p in row:
+                if p.kind == "blocks":  # a row of sliders that edit the per-block mu text
+                    block_sliders.build(gr, widgets[p.name], lambda n: f"nplora_tab_{n}")
         content, style = widgets["content"], widgets["style"]
         with gr.Row():
             analyze_btn = gr.Button(value="Analyze", elem_id="nplora_tab_analyze", scale=1)
@@ -146,10 +150,10 @@ def build_tab(ctx: HostContext):
                 return gr.update(), last
             return gr.update(value=new), new
 
-        # explicit positional parameters: gradio passes gr.Request and gr.Progress by position
-        def do_analyze(content, style, content_weight, style_weight, mu, hard, k, scope, method, page_token,
-                       http_request=None, progress=gr.Progress()):
-            values = (content, style, content_weight, style_weight, mu, hard, k, scope, method)
+        # explicit positional parameters (``FIELDS``' order): gradio passes gr.Request and gr.Progress by position
+        def do_analyze(content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain,
+                       page_token, http_request=None, progress=gr.Progress()):
+            values = (content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain)
             try:
                 check_action(ctx, page_token, secret, http_request)
                 request = _request(*values)
@@ -161,9 +165,9 @@ def build_tab(ctx: HostContext):
             except Exception as e:
                 return gr.update(), gr.update(), _failure(e)
 
-        def do_save(content, style, content_weight, style_weight, mu, hard, k, scope, method, file_name, allow,
-                    page_token, http_request=None, progress=gr.Progress()):
-            pair = (content, style, content_weight, style_weight, mu, hard, k, scope, method)
+        def do_save(content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain,
+                    file_name, allow, page_token, http_request=None, progress=gr.Progress()):
+            pair = (content, style, content_weight, style_weight, mu, hard, k, scope, method, block_mu, chain)
             try:
                 check_action(ctx, page_token, secret, http_request)
                 request = _request(*pair)
@@ -185,6 +189,8 @@ def build_tab(ctx: HostContext):
 
         for fn in (do_analyze, do_save):  # a real class, not a string: this module has postponed annotations
             fn.__annotations__["http_request"] = gr.Request
+            if fn.__code__.co_varnames[:len(FIELDS)] != FIELDS:  # a table row added without its parameter here
+                raise RuntimeError(f"{fn.__name__} must take the table's fields in order: {FIELDS}")
 
         def do_tag(*values):
             try:

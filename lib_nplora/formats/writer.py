@@ -170,9 +170,11 @@ def _pad_attention_blocks(a: archmod.Architecture, fused: FusedLora, entries: di
                      "of this attention block")
 
 
-def _merge_tag_frequency(content: dict[str, str], style: dict[str, str]) -> str | None:
+def _merge_tag_frequency(content: dict[str, str], style: dict[str, str], others=()) -> str | None:
+    """The inputs' kohya tag counts, each dataset under "content: NAME" / "style: NAME" (the
+    further inputs of several: "content 2: NAME", ...)."""
     merged = {}
-    for label, meta in (("content", content), ("style", style)):
+    for label, meta in (("content", content), ("style", style), *others):
         raw = meta.get("ss_tag_frequency")
         if not raw:
             continue
@@ -186,10 +188,20 @@ def _merge_tag_frequency(content: dict[str, str], style: dict[str, str]) -> str 
     return json.dumps(merged) if merged else None
 
 
+def merged_from(fused: FusedLora) -> str:
+    """``modelspec.merged_from``: every input with its role, short hash and effective weight,
+    ``"dog (content, a1b2c3d4e5f6, 1), ink (style, 0f0e0d0c0b0a, 0.8)"``."""
+    return ", ".join(f"{i.name} ({role}, {i.short_hash or 'no hash'}, {i.weight:g})"
+                     for role, infos in (("content", fused.contents), ("style", fused.styles)) for i in infos)
+
+
 def build_metadata(fused: FusedLora, output_name: str, state: dict[str, torch.Tensor],
                    content_meta: dict[str, str] | None = None, style_meta: dict[str, str] | None = None,
-                   notes: list[str] | None = None) -> dict[str, str]:
-    """The header metadata of a fused file (all values are strings)."""
+                   notes: list[str] | None = None, input_meta: list[dict[str, str]] | None = None) -> dict[str, str]:
+    """The header metadata of a fused file (all values are strings).
+
+    ``input_meta``: with several inputs, every input's metadata (contents, then styles), for
+    their tag counts; the first content's and style's are ``content_meta`` / ``style_meta``."""
     content_meta, style_meta = content_meta or {}, style_meta or {}
     defaults = archmod.ARCH_METADATA[fused.arch]
     ranks = {int(t.reshape(()).item()) for k, t in state.items() if k.endswith(".alpha")}
@@ -210,12 +222,17 @@ def build_metadata(fused: FusedLora, output_name: str, state: dict[str, torch.Te
         "modelspec.resolution": content_meta.get("modelspec.resolution") or defaults["modelspec.resolution"],
         "modelspec.title": output_name,
         "modelspec.date": _dt.date.today().isoformat(),
-        "modelspec.merged_from": f"{fused.content.name}, {fused.style.name}",
+        "modelspec.merged_from": merged_from(fused),
         "modelspec.description": (
-            f"NP-LoRA fusion of content {fused.content.name} and style {fused.style.name} "
-            f"({p.label()})"),
+            f"NP-LoRA fusion of content {' + '.join(i.name for i in fused.contents)} and style "
+            f"{' + '.join(i.name for i in fused.styles)} ({p.label()})"),
     }
-    tags = _merge_tag_frequency(content_meta, style_meta)
+    others = []
+    if input_meta:
+        infos = [("content", i, x) for i, x in enumerate(fused.contents)] + [
+            ("style", j, x) for j, x in enumerate(fused.styles)]
+        others = [(f"{role} {i + 1}", meta or {}) for (role, i, _), meta in zip(infos, input_meta) if i > 0]
+    tags = _merge_tag_frequency(content_meta, style_meta, others)
     if tags:
         meta["ss_tag_frequency"] = tags
     counts = fused.counts()
@@ -226,10 +243,18 @@ def build_metadata(fused: FusedLora, output_name: str, state: dict[str, torch.Te
         "k": p.k, "energy": p.energy, "k_policy": p.k_policy,
         "rank_tolerance": "singular values <= max(out, in) * eps(float32) * sigma_max are dropped",
         "scope": p.scope,
-        "projection": "right (input space): dW = ws*dW_s + wc*dW_c (I - c V_k V_k^T), c = mu/(1+mu)",
-        "output": "per fused module rank r_style + r_content; alpha = rank; scaling baked in",
+        "block_mu": p.block_mu,
+        "block_c": {b.group: b.c for b in p.blocks},
+        "chain": p.chain,
+        "projection": "right (input space): dW = sum ws_j dW_sj + sum wc_i dW_ci (I - c V_k V_k^T), "
+                      "c = mu/(1+mu) (per block group with block_mu), V_k of the joint style update"
+                      + ("; chain: content i also projected off contents 1..i-1's top-k input directions"
+                         if p.chain else ""),
+        "output": "per fused module rank sum r_style + sum r_content; alpha = rank; scaling baked in",
         "content": _input_block(fused.content),
         "style": _input_block(fused.style),
+        "contents": [_input_block(i) for i in fused.contents],
+        "styles": [_input_block(i) for i in fused.styles],
         "modules": counts,
         "passthrough": {n: m.kind for n, m in sorted(fused.passthrough.items())},
         "notes": (notes or [])[:50],
@@ -248,20 +273,22 @@ def _input_block(info) -> dict:
 def save_fused(fused: FusedLora, path: str | os.PathLike, *, output_name: str | None = None,
                overwrite: bool = False, dtype: torch.dtype | None = None,
                content_meta: dict[str, str] | None = None,
-               style_meta: dict[str, str] | None = None) -> SavedFile:
+               style_meta: dict[str, str] | None = None,
+               input_meta: list[dict[str, str]] | None = None) -> SavedFile:
     """Write ``fused`` to ``path`` (atomically; never over an existing file unless ``overwrite``,
-    never over either input file whatever ``overwrite`` says: the inputs are ``fused.content.path``
-    and ``fused.style.path``).
+    never over an input file whatever ``overwrite`` says: the inputs are ``fused.inputs``' paths).
 
     Args:
         output_name: ``ss_output_name`` / title (default: the file stem).
         dtype: cast the factors to this dtype (default: as fused).
         content_meta, style_meta: the inputs' metadata (base model version, tags).
+        input_meta: with several inputs, every input's metadata (``build_metadata``).
     """
     path = Path(path)
-    inputs = labelled_inputs(fused.content.path, fused.style.path)
+    inputs = labelled_inputs(fused.content.path, fused.style.path) + [
+        (f"input LoRA {i.name}", i.path) for i in fused.contents[1:] + fused.styles[1:] if i.path]
     check_output(path, inputs=inputs, overwrite=overwrite)  # before the work of building the tensors
     state, notes = to_state_dict(fused, dtype)
-    meta = build_metadata(fused, output_name or path.stem, state, content_meta, style_meta, notes)
+    meta = build_metadata(fused, output_name or path.stem, state, content_meta, style_meta, notes, input_meta)
     digest = write_file(path, state, meta, overwrite=overwrite, inputs=inputs)
     return SavedFile(str(path), digest, meta, len(state))

@@ -15,7 +15,7 @@ import torch
 
 from ..lora import LoraSet
 from . import linalg
-from .batching import module_batches, stack
+from .batching import batches, module_batches, stack
 
 
 @dataclass
@@ -70,6 +70,54 @@ def compute_bases(lora: LoraSet, names: Iterable[str], k: int | None = None,
         up = stack([mods[n].factors.up for n in chunk], device)
         down = stack([mods[n].factors.down for n in chunk], device)
         v, s, rank, kept = linalg.style_basis(up, down, k, energy)
+        rank_l, kept_l = rank.tolist(), kept.tolist()
+        for i, n in enumerate(chunk):
+            out[n] = ModuleBasis(v[i], s[i], rank_l[i], kept_l[i])
+    return out
+
+
+def compute_joint_bases(styles: list[tuple[LoraSet, float]], names: Iterable[str], k: int | None = None,
+                        energy: float | None = None, device=None) -> dict[str, ModuleBasis]:
+    """Bases of the joint style update dW_S = sum_j w_j dW_j of several style LoRAs, per module.
+
+    Exact from the stacked factors, never dense: dW_S = [w_1 s_1 B_1, ..., w_m s_m B_m] @
+    [A_1; ...; A_m] with B (out, r_j), A (r_j, in), s_j = alpha_j / r_j, so ``linalg.style_basis``
+    of the stacked (out, sum r_j) and (sum r_j, in) factors (one thin QR each, an r x r core
+    decomposition) gives its right singular vectors. A module only some styles hold is the sum
+    of those.
+
+    Args:
+        styles: (style LoRA, weight) pairs, weights non-zero (a common factor does not change
+            the result: only their ratios matter).
+        names: canonical module names low-rank in at least one of them.
+        k, energy: see ``linalg.select_k``.
+
+    Returns:
+        name -> ModuleBasis of dW_S, on ``device``.
+    """
+    def members(n):
+        return tuple(j for j, (lora, _) in enumerate(styles)
+                     if n in lora.modules and lora.modules[n].is_lowrank)
+
+    def key(n):
+        ms = members(n)
+        f = styles[ms[0]][0].modules[n].factors
+        return (f.out_features, f.in_features) + tuple((j, styles[j][0].modules[n].factors.rank) for j in ms)
+
+    def nbytes(n):
+        kk = key(n)
+        return _svd_bytes(kk[0], kk[1], sum(r for _, r in kk[2:]))
+
+    out: dict[str, ModuleBasis] = {}
+    for shape, chunk in batches(names, key, nbytes):
+        ups, downs = [], []
+        for j, _ in shape[2:]:
+            lora, w = styles[j]
+            mods = lora.modules
+            scale = torch.tensor([w * mods[n].factors.scale for n in chunk], device=device)
+            ups.append(stack([mods[n].factors.up for n in chunk], device) * scale[:, None, None])
+            downs.append(stack([mods[n].factors.down for n in chunk], device))
+        v, s, rank, kept = linalg.style_basis(torch.cat(ups, dim=2), torch.cat(downs, dim=1), k, energy)
         rank_l, kept_l = rank.tolist(), kept.tolist()
         for i, n in enumerate(chunk):
             out[n] = ModuleBasis(v[i], s[i], rank_l[i], kept_l[i])

@@ -152,3 +152,21 @@ def project_out(down: torch.Tensor, v: torch.Tensor, c: float) -> torch.Tensor:
     if c == 0.0:
         return down
     return torch.baddbmm(down, down @ v, v.mT, alpha=-c)
+
+
+def span_basis(m: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis of the column span of a batch of stacked bases, masked.
+
+    Args:
+        m: (G, n, K) float32: columns of orthonormal bases placed side by side (zero columns
+           allowed: the masked columns of ``style_basis``).
+
+    Returns:
+        (G, n, K) with orthonormal columns spanning span(m) followed by zero columns, so that
+        u @ u^T is the projector onto the union of the subspaces (used by ``chain``).
+    """
+    q, r = torch.linalg.qr(m)                                   # (G, n, K), (G, K, K)
+    u, s, _ = torch.linalg.svd(r.double(), full_matrices=False)
+    rank = batched_numerical_rank(s, m.shape[1], m.shape[2])
+    mask = torch.arange(s.shape[1], device=s.device)[None, :] < rank[:, None]
+    return (q @ u.to(m.dtype)) * mask[:, None, :].to(m.dtype)

@@ -1,4 +1,4 @@
-"""NP-LoRA fusion of a content and a style LoRA, at the factor level, batched.
+"""NP-LoRA fusion of content and style LoRAs, at the factor level, batched.
 
 Per module present in both inputs (B = up, A = down, s = user weight * alpha / rank)::
 
@@ -10,9 +10,26 @@ Per module present in both inputs (B = up, A = down, s = user weight * alpha / r
 so up @ down = s_s dW_s + s_c dW_c (I - c V V^T) exactly: only the content's down factor
 changes and no dense out x in matrix is ever formed. c = mu / (1 + mu); c = 1 for hard
 projection; c = 0 for the direct merge and for text-encoder modules unless scope = "all".
-Modules present in one input pass through with their weight; non-additive module types
-(DoRA, OFT, ...) are carried over unchanged, and refused where both inputs touch the same
-weight. ``reference.fuse_module`` is the readable one-module version used by the tests.
+Per-block mu (``FuseParams.block_mu``, groups of ``arch.blocks``) sets c per module.
+
+Several inputs (``fuse_set``): contents C_1..C_n (weights w_ci), styles S_1..S_m (w_sj). The
+protected update is the joint dW_S = sum_j w_sj dW_Sj; V holds the top-k right singular vectors
+of dW_S, computed exactly from the stacked factors [w_s1 s_1 B_1, ...] @ [A_1; ...]
+(``basis.compute_joint_bases``: thin QR of both, an r x r core); every content is projected,
+dW_Ci' = dW_Ci (I - c V V^T), and the result dW_S + sum_i w_ci dW_Ci' is one LoRA of rank
+sum r_sj + sum r_ci (style pieces first, then contents, in order). One content and one style is
+the pair formula above, bit for bit.
+
+``chain`` (beyond the paper, off by default): content C_i is projected off the union of V and
+the principal input directions W_1..W_{i-1} of the contents before it (same k / energy rule;
+``linalg.span_basis`` orthonormalises the union), A_ci' = A_ci (I - c U_i U_i^T). So a later
+content is attenuated where an earlier one acts: C_1 keeps its directions, C_2 cannot overwrite
+them. It applies also where no style holds the module but several contents do. Order matters.
+
+Modules present in one side only pass through with their weights (summed where several inputs
+of that side hold them); non-additive module types (DoRA, OFT, ...) are carried over unchanged,
+and refused where another input touches the same weight. ``reference`` holds the readable
+one-module versions (and a dense one for several inputs) used by the tests.
 """
 
 from __future__ import annotations
@@ -24,14 +41,15 @@ from typing import Protocol
 import torch
 
 from .. import arch as archmod
+from ..arch import blocks
 from ..devices import resolve_device
 from ..errors import FormatError, ParameterError, UnsupportedModuleError
 from ..fused import FusedLora, FusedModule, InputInfo
 from ..lora import WEIGHTABLE_PASSTHROUGH, LoraModule, LoraSet
 from ..params import FuseParams
 from . import linalg
-from .basis import ModuleBasis, compute_bases
-from .batching import module_batches, pair_batches, stack
+from .basis import ModuleBasis, compute_bases, compute_joint_bases
+from .batching import batches, stacked_bytes, stack
 from .checks import OVERFLOW_HINT, dtype_label, finite_per_module, require_finite
 
 Progress = Callable[[int, int], None]
@@ -44,16 +62,48 @@ class BasisStore(Protocol):
         """The bases of ``names``: kept ones, the rest computed (``basis.compute_bases``) and kept."""
         ...
 
+    def joint_bases(self, styles, names, k, energy, device) -> dict[str, ModuleBasis]:
+        """The same for the joint update of several (style, weight) (``basis.compute_joint_bases``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Part:
+    """One input of a fusion and its effective weight (its own times the side's global weight).
+
+    Attributes:
+        lora: the input.
+        weight: the multiplier of its update, on top of its alpha / rank.
+        role: "content" or "style".
+        index: its place among its side's inputs (0 = first).
+    """
+
+    lora: LoraSet
+    weight: float
+    role: str
+    index: int = 0
+    own: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """How messages name it: "content" / "style", or "content 2" when there are several."""
+        return self.role if self.index == 0 else f"{self.role} {self.index + 1}"
+
 
 @dataclass
 class FusionPlan:
     """Which module goes where.
 
     Attributes:
-        pairs: low-rank in both inputs: fused.
-        projected: the pairs whose content is projected (c > 0).
-        content_only, style_only: low-rank in one input: passed through, weighted.
+        pairs: low-rank in at least one content and one style: fused.
+        projected: the pairs (and, with ``chain``, content-only modules of several contents) whose
+            content is projected (c > 0).
+        content_only, style_only: low-rank in inputs of one side only: summed, weighted.
         passthrough: (module, weight, origin) for non-additive modules.
+        members: module -> (contents, styles) holding it low-rank, as indices into the plan's
+            ``contents`` / ``styles``; with one content and one style always ((0,), (0,)) for a pair.
+        c: module -> suppression strength (per block group, ``FuseParams.c_of``) of the projected.
+        contents, styles: the inputs with non-zero weight, in order.
     """
 
     pairs: list[str] = field(default_factory=list)
@@ -61,53 +111,129 @@ class FusionPlan:
     content_only: list[str] = field(default_factory=list)
     style_only: list[str] = field(default_factory=list)
     passthrough: list[tuple[LoraModule, float, str]] = field(default_factory=list)
+    members: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    c: dict[str, float] = field(default_factory=dict)
+    contents: list[Part] = field(default_factory=list)
+    styles: list[Part] = field(default_factory=list)
 
 
-def _overlaps(name: str, other: dict) -> str | None:
-    """Name of a module in ``other`` acting on the same weight as ``name`` (itself, parent or part)."""
+def _overlaps(name: str, other: dict, parents: set[str] | None = None) -> str | None:
+    """Name of a module in ``other`` acting on the same weight as ``name`` (itself, parent or part).
+
+    ``parents``: the parents of ``other``'s parts (``_parents``), so that a miss costs no scan."""
     if name in other:
         return name
     parent = name.split(":", 1)[0]
     if parent in other:
         return parent
+    if parents is not None and name not in parents:
+        return None
     prefix = name + ":"
     return next((n for n in other if n.startswith(prefix)), None)
 
 
+def _parents(modules: dict) -> set[str]:
+    """The fused weights that some of ``modules`` are parts (``parent:part``) of."""
+    return {n.split(":", 1)[0] for n in modules if ":" in n}
+
+
+def parts_of(contents, styles, params: FuseParams) -> tuple[list[Part], list[Part]]:
+    """(LoraSet, own weight) lists -> the ``Part`` lists, weights multiplied by the side's global
+    weight (``params.content_weight`` / ``style_weight``).
+
+    Raises:
+        ParameterError: no input on a side.
+    """
+    if not contents or not styles:
+        raise ParameterError("a fusion needs at least one content LoRA and one style LoRA")
+    return ([Part(lora, w * params.content_weight, "content", i, w) for i, (lora, w) in enumerate(contents)],
+            [Part(lora, w * params.style_weight, "style", j, w) for j, (lora, w) in enumerate(styles)])
+
+
+def check_architectures(parts: list[Part]) -> str:
+    """The one architecture of every input; raises ``ArchitectureError`` naming the first two that differ."""
+    first = parts[0].lora
+    for p in parts[1:]:
+        if p.lora.arch != first.arch:
+            raise archmod.pair_mismatch(first.name, first.arch, p.lora.name, p.lora.arch)
+    return first.arch
+
+
 def plan_fusion(content: LoraSet, style: LoraSet, params: FuseParams) -> FusionPlan:
-    """Pair the modules of the two inputs and decide what happens to each."""
-    if content.arch != style.arch:
-        raise archmod.pair_mismatch(content.name, content.arch, style.name, style.arch)
-    wc, ws = params.content_weight, params.style_weight
-    if wc == 0 and ws == 0:
-        raise ParameterError("both weights are 0: the result would be empty",
+    """Pair the modules of one content and one style LoRA and decide what happens to each."""
+    return plan_set(*parts_of([(content, 1.0)], [(style, 1.0)], params), params)
+
+
+def plan_set(contents: list[Part], styles: list[Part], params: FuseParams) -> FusionPlan:
+    """Group the modules of several content and style LoRAs and decide what happens to each.
+
+    Inputs with weight 0 take no part (as one weight of 0 did for a pair). A module is a pair
+    when a content and a style hold it low-rank; it is projected when c > 0 in its block group
+    and it is in the denoiser (or ``scope="all"``). A non-additive module (DoRA, OFT, ...) is
+    carried over unless another input changes the same weight: then the fusion is refused,
+    naming the file that holds it.
+    """
+    arch = check_architectures(contents + styles)
+    if all(p.weight == 0 for p in contents + styles):
+        raise ParameterError("both weights are 0: the result would be empty" if len(contents) + len(styles) == 2
+                             else "every weight is 0: the result would be empty",
                              hint="Give the content or the style a non-zero weight")
-    plan = FusionPlan()
-    c = params.c
-    for side, mods, other, w, other_w in (("content", content.modules, style.modules, wc, ws),
-                                          ("style", style.modules, content.modules, ws, wc)):
+    plan = FusionPlan(contents=[p for p in contents if p.weight != 0], styles=[p for p in styles if p.weight != 0])
+    active = plan.contents + plan.styles
+    parents = {id(p): _parents(p.lora.modules) for p in active}
+    for part in active:
+        mods = part.lora.modules
         for name, mod in mods.items():
-            hit = _overlaps(name, other)
-            if hit is not None and w != 0 and other_w != 0 and not (mod.is_lowrank and other[hit].is_lowrank):
-                passthrough = mod if not mod.is_lowrank else other[hit]
-                raise UnsupportedModuleError(
-                    f"one LoRA has a {passthrough.kind} module here and the other LoRA also changes this "
-                    "weight; such modules cannot be fused",
-                    path=(content if side == "content" else style).path, module=name,
-                    hint="Use a plain LoRA/LoCon/LoHa/LoKr version of one of them, or set one weight to 0")
+            for other in active:
+                if other is part:
+                    continue
+                hit = _overlaps(name, other.lora.modules, parents[id(other)])
+                if hit is not None and not (mod.is_lowrank and other.lora.modules[hit].is_lowrank):
+                    passthrough = mod if not mod.is_lowrank else other.lora.modules[hit]
+                    raise UnsupportedModuleError(
+                        f"one LoRA has a {passthrough.kind} module here and another LoRA also changes this "
+                        "weight; such modules cannot be fused" if len(active) > 2 else
+                        f"one LoRA has a {passthrough.kind} module here and the other LoRA also changes this "
+                        "weight; such modules cannot be fused",
+                        path=(part if not mod.is_lowrank else other).lora.path, module=name,
+                        hint="Use a plain LoRA/LoCon/LoHa/LoKr version of one of them, or set one weight to 0")
             if not mod.is_lowrank:
-                if w != 0:
-                    plan.passthrough.append((mod, w, side))
+                plan.passthrough.append((mod, part.weight, part.role))
                 continue
-            if hit is not None and other_w != 0 and other[hit].is_lowrank:
-                if side == "content" and w != 0:  # each pair is recorded once, from the content side
-                    plan.pairs.append(name)
-                    if c > 0 and (params.scope == "all" or not archmod.is_text_encoder(name)):
-                        plan.projected.add(name)
+            if name in plan.members:
                 continue
-            if w != 0:
-                (plan.content_only if side == "content" else plan.style_only).append(name)
+            have_c = tuple(i for i, p in enumerate(plan.contents) if _lowrank(p.lora, name))
+            have_s = tuple(j for j, p in enumerate(plan.styles) if _lowrank(p.lora, name))
+            plan.members[name] = (have_c, have_s)
+    by_kind: dict[str, list[str]] = {"pair": [], "content": [], "style": []}
+    for name, (have_c, have_s) in plan.members.items():
+        kind = "pair" if have_c and have_s else "content" if have_c else "style"
+        by_kind[kind].append(name)
+        protect = kind == "pair" or (kind == "content" and params.chain and len(have_c) > 1)
+        if protect and (params.scope == "all" or not archmod.is_text_encoder(name)):
+            c = params.c_of(*blocks.group_of(arch, name))
+            if c > 0:
+                plan.projected.add(name)
+                plan.c[name] = c
+    # model order as a pair had it: the pairs in the first content's order, then the rest
+    plan.pairs, plan.content_only, plan.style_only = by_kind["pair"], by_kind["content"], by_kind["style"]
     return plan
+
+
+def _lowrank(lora: LoraSet, name: str) -> bool:
+    mod = lora.modules.get(name)
+    return mod is not None and mod.is_lowrank
+
+
+def check_block_groups(arch: str, params: FuseParams) -> None:
+    """Raise unless every ``params.block_mu`` group exists in ``arch`` (``arch.blocks``)."""
+    known = blocks.all_groups(arch)
+    bad = [b.group for b in params.blocks if b.group not in known]
+    if bad:
+        raise ParameterError(f"block mu: {archmod.ARCH_LABELS.get(arch, arch)} has no block group "
+                             f"{', '.join(bad)}",
+                             hint="Use " + ", ".join(blocks.groups(arch)) + " or a depth such as "
+                             + ", ".join(blocks.fine_groups(arch)[:3] or ("(none)",)))
 
 
 def weighted_passthrough(mod: LoraModule, weight: float, path: str) -> LoraModule:
@@ -221,63 +347,131 @@ def _bias(*terms) -> torch.Tensor | None:
     return out
 
 
-def _jobs(plan: FusionPlan, content: LoraSet, style: LoraSet):
-    """Batches of equal-shaped modules: (origin, names, (out, in, output rank))."""
-    cm, sm = content.modules, style.modules
-    for (m, n_in, rs, rc, _), chunk in pair_batches(plan.pairs, sm, cm, split=lambda n: n in plan.projected):
-        yield "fused", chunk, (m, n_in, rs + rc)
-    for origin, names, mods in (("content", plan.content_only, cm), ("style", plan.style_only, sm)):
-        for (m, n_in, r), chunk in module_batches(names, mods):
-            yield origin, chunk, (m, n_in, r)
+def _jobs(plan: FusionPlan):
+    """Batches of modules with equal shapes, members, ranks and c: (origin, names, (out, in, output rank)).
+
+    With one content and one style these are exactly a pair's batches: the pairs (split by
+    projected or not), then the content-only and the style-only modules, each in model order.
+    """
+    def key(n):
+        have_c, have_s = plan.members[n]
+        first = (plan.contents[have_c[0]] if have_c else plan.styles[have_s[0]]).lora.modules[n].factors
+        return (first.out_features, first.in_features,
+                tuple((j, plan.styles[j].lora.modules[n].factors.rank) for j in have_s),
+                tuple((i, plan.contents[i].lora.modules[n].factors.rank) for i in have_c),
+                n in plan.projected, plan.c.get(n, 0.0))
+
+    def rank(k) -> int:
+        return sum(r for _, r in k[2]) + sum(r for _, r in k[3])
+
+    def nbytes(n):
+        k = key(n)
+        return stacked_bytes(k[0], k[1], rank(k))
+
+    for origin, names in (("fused", plan.pairs), ("content", plan.content_only), ("style", plan.style_only)):
+        for k, chunk in batches(names, key, nbytes):
+            yield origin, chunk, (k[0], k[1], rank(k))
 
 
 def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
          dtype: torch.dtype = torch.float16, out_device="cpu", cache: BasisStore | None = None,
          progress: Progress | None = None) -> FusedLora:
-    """Fuse a content and a style LoRA (see the module docstring and ``_fuse``); float32 math
+    """Fuse a content and a style LoRA (see the module docstring and ``fuse_set``); float32 math
     even when the caller runs under autocast."""
+    return fuse_set([(content, 1.0)], [(style, 1.0)], params, device=device, dtype=dtype, out_device=out_device,
+                    cache=cache, progress=progress)
+
+
+def fuse_set(contents: list[tuple[LoraSet, float]], styles: list[tuple[LoraSet, float]], params: FuseParams, *,
+             device=None, dtype: torch.dtype = torch.float16, out_device="cpu", cache: BasisStore | None = None,
+             progress: Progress | None = None) -> FusedLora:
+    """Fuse several content and several style LoRAs (see the module docstring and ``_fuse``);
+    float32 math even when the caller runs under autocast.
+
+    Args:
+        contents, styles: (LoRA, own weight) in order; the effective weight of each is its own
+            times ``params.content_weight`` / ``style_weight``. One of each with weight 1 is
+            ``fuse(content, style, params)``, bit for bit.
+    """
     with linalg.float32_math():
-        return _fuse(content, style, params, device=device, dtype=dtype, out_device=out_device, cache=cache,
+        c_parts, s_parts = parts_of(contents, styles, params)
+        return _fuse(c_parts, s_parts, params, device=device, dtype=dtype, out_device=out_device, cache=cache,
                      progress=progress)
 
 
-def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
-         dtype: torch.dtype = torch.float16, out_device="cpu", cache: BasisStore | None = None,
-         progress: Progress | None = None) -> FusedLora:
-    """Fuse a content and a style LoRA (see the module docstring).
+def _style_bases(plan: FusionPlan, names: list[str], params: FuseParams, device,
+                 cache: BasisStore | None) -> dict[str, ModuleBasis]:
+    """The protected subspace of ``names`` (pairs): one style's bases (scale-free, cached per
+    file), or the joint update's of several (cached per set of files and their own weights)."""
+    if not names:
+        return {}
+    if len(plan.styles) == 1:
+        style = plan.styles[0].lora
+        if cache is not None:
+            return cache.bases(style, names, params.k, params.energy, device)
+        return compute_bases(style, names, params.k, params.energy, device)
+    weighted = [(p.lora, p.own) for p in plan.styles]
+    if cache is not None:
+        return cache.joint_bases(weighted, names, params.k, params.energy, device)
+    return compute_joint_bases(weighted, names, params.k, params.energy, device)
+
+
+def _content_bases(plan: FusionPlan, params: FuseParams, device, cache: BasisStore | None) -> list[dict]:
+    """With ``chain``: each content's own bases (same k / energy) where a later content is projected off them."""
+    out: list[dict] = [{} for _ in plan.contents]
+    if not params.chain:
+        return out
+    for i, part in enumerate(plan.contents):
+        names = [n for n in plan.projected if i in plan.members[n][0][:-1]]
+        if names:
+            provider = cache.bases if cache is not None else compute_bases
+            out[i] = provider(part.lora, sorted(names), params.k, params.energy, device)
+    return out
+
+
+def _fuse(contents: list[Part], styles: list[Part], params: FuseParams, *, device=None,
+          dtype: torch.dtype = torch.float16, out_device="cpu", cache: BasisStore | None = None,
+          progress: Progress | None = None) -> FusedLora:
+    """Fuse content and style LoRAs (see the module docstring).
 
     Args:
-        content, style: the inputs, read for the same architecture (``formats.reader.load_pair``).
+        contents, styles: the inputs (``parts_of``), read for one architecture
+            (``formats.reader.load_pair``, ``cache.Caches.load_set``).
         params: the fusion parameters.
         device: where the math runs (None = CPU; "cuda" for a GPU).
         dtype: dtype of the fused factors (float16, bfloat16 or float32).
         out_device: where the fused factors are put.
-        cache: keeps style bases between calls (``cache.Caches``): a new mu then skips the SVD.
-            Without one, each batch's bases are computed (``basis.compute_bases``) and dropped.
+        cache: keeps style bases between calls (``cache.Caches``): a new mu, per-block mu or
+            weight then skips the SVD. Without one, bases are computed and dropped.
         progress: called with (modules done, modules total).
 
     Returns:
-        FusedLora with rank r_s + r_c per fused module, scaling baked in. All factors are views
-        of one buffer allocated up front, so memory is the output's size plus one batch.
+        FusedLora with rank sum r_s + sum r_c per fused module, scaling baked in. All factors are
+        views of one buffer allocated up front, so memory is the output's size plus one batch.
     """
     device = resolve_device(device) if device is not None else None  # refuses meta, xla, absent GPUs
     out_device = resolve_device(out_device)
-    plan = plan_fusion(content, style, params)
-    wc, ws = params.content_weight, params.style_weight
-    c = params.c
-    fused = FusedLora(content.arch, params, InputInfo.of(content, wc), InputInfo.of(style, ws))
-    fused.warnings += [f"content: {w}" for w in content.warnings] + [f"style: {w}" for w in style.warnings]
+    plan = plan_set(contents, styles, params)
+    arch = contents[0].lora.arch
+    check_block_groups(arch, params)
+    fused = FusedLora(arch, params, tuple(InputInfo.of(p.lora, p.weight) for p in contents),
+                      tuple(InputInfo.of(p.lora, p.weight) for p in styles))
+    for p in contents + styles:
+        fused.warnings += [f"{p.label}: {w}" for w in p.lora.warnings]
+    if params.chain:
+        fused.warnings.append("chain: each content LoRA is also projected off the earlier ones' directions "
+                              "(beyond the paper)")
 
     # with a store, every projected module's basis comes from it (computed there once per style
-    # file and k); without one, each batch's bases are computed and dropped
-    known = cache.bases(style, [n for n in plan.pairs if n in plan.projected], params.k, params.energy,
-                        device) if cache is not None and plan.projected else None
+    # file(s) and k); without one, each batch's bases are computed and dropped
+    protected = [n for n in plan.pairs if n in plan.projected]
+    known = _style_bases(plan, protected, params, device, cache) if cache is not None and protected else None
+    earlier = _content_bases(plan, params, device, cache)
 
-    jobs = list(_jobs(plan, content, style))
+    jobs = list(_jobs(plan))
     total = sum(len(names) * m * r + len(names) * r * n for _, names, (m, n, r) in jobs)
     arena = torch.empty(total, dtype=dtype, device=out_device)
     offset, done = 0, 0
-    cm, sm = content.modules, style.modules
     math_device = torch.device(device) if device is not None else torch.device("cpu")
     # Factors that the math does not change (style factors with a cached basis, content up
     # factors, unprojected pairs, passthrough) go from the inputs straight into the output where
@@ -288,60 +482,69 @@ def _fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
         if direct and all(t.device == math_device for t in ts):
             return ts
         return stack(ts, device)
+
+    def side(part: Part, chunk: list[str]):
+        mods = part.lora.modules
+        up, down = factors([mods[n].factors.up for n in chunk]), factors([mods[n].factors.down for n in chunk])
+        scale = torch.tensor([part.weight * mods[n].factors.scale for n in chunk], device=math_device)
+        return up, scale, down
+
     for origin, chunk, (m, n_in, rank) in jobs:
         g = len(chunk)
         dst_up = arena[offset:offset + g * m * rank].view(g, m, rank)
         offset += g * m * rank
         dst_down = arena[offset:offset + g * rank * n_in].view(g, rank, n_in)
         offset += g * rank * n_in
-        if origin == "fused":
-            projected = chunk[0] in plan.projected
-            b_s, a_s = factors([sm[n].factors.up for n in chunk]), factors([sm[n].factors.down for n in chunk])
-            b_c, a_c = factors([cm[n].factors.up for n in chunk]), factors([cm[n].factors.down for n in chunk])
-            if projected:
-                bases = known if known is not None else compute_bases(style, chunk, params.k, params.energy, device)
-                v = torch.stack([bases[n].v for n in chunk]).to(math_device)
-                ks = [bases[n].k for n in chunk]
-                a_c = linalg.project_out(stack(a_c, device), v, c)
-            s_s = torch.tensor([ws * sm[n].factors.scale for n in chunk], device=math_device)
-            s_c = torch.tensor([wc * cm[n].factors.scale for n in chunk], device=math_device)
-            pieces = [(b_s, s_s, a_s), (b_c, s_c, a_c)]
-            write_balanced(dst_up, dst_down, pieces)
-            check_written(chunk, dst_up, dst_down, pieces, (style.path, content.path))
-        else:
-            lora, w = (content, wc) if origin == "content" else (style, ws)
-            mods = lora.modules
-            up, down = factors([mods[n].factors.up for n in chunk]), factors([mods[n].factors.down for n in chunk])
-            scale = torch.tensor([w * mods[n].factors.scale for n in chunk], device=math_device)
-            pieces = [(up, scale, down)]
-            write_balanced(dst_up, dst_down, pieces)
-            check_written(chunk, dst_up, dst_down, pieces, (lora.path,))
-        for i, n in enumerate(chunk):
-            if origin == "fused":
-                bias = _bias((ws, sm[n].factors.bias), (wc, cm[n].factors.bias))
-                k, cc = (ks[i], c) if projected else (0, 0.0)
-            else:
-                bias = _bias((w, mods[n].factors.bias))
-                k, cc = 0, 0.0
+        have_c, have_s = plan.members[chunk[0]]
+        projected = chunk[0] in plan.projected
+        c = plan.c.get(chunk[0], 0.0)
+        pieces, paths, ks = [], [], [0] * g
+        for j in have_s:
+            pieces.append(side(plan.styles[j], chunk))
+            paths.append(plan.styles[j].lora.path)
+        v = None
+        if projected and have_s:
+            bases = known if known is not None else _style_bases(plan, chunk, params, device, None)
+            v = torch.stack([bases[n].v for n in chunk]).to(math_device)
+            ks = [bases[n].k for n in chunk]
+        for t, i in enumerate(have_c):
+            b_c, s_c, a_c = side(plan.contents[i], chunk)
+            u = v
+            if projected and params.chain and t > 0:
+                before = [torch.stack([earlier[e][n].v for n in chunk]).to(math_device) for e in have_c[:t]]
+                u = linalg.span_basis(torch.cat(([v] if v is not None else []) + before, dim=2))
+            if projected and u is not None:
+                a_c = linalg.project_out(stack(a_c, device), u, c)
+            pieces.append((b_c, s_c, a_c))
+            paths.append(plan.contents[i].lora.path)
+        write_balanced(dst_up, dst_down, pieces)
+        check_written(chunk, dst_up, dst_down, pieces, tuple(paths))
+        for idx, n in enumerate(chunk):
+            bias = _bias(*[(plan.styles[j].weight, plan.styles[j].lora.modules[n].factors.bias) for j in have_s],
+                         *[(plan.contents[i].weight, plan.contents[i].lora.modules[n].factors.bias) for i in have_c])
+            k, cc = (ks[idx], c) if projected else (0, 0.0)
             if bias is not None:
                 require_finite(n, {"bias": bias}, dtype=dtype, what="fused bias")
-            fused.modules[n] = FusedModule(n, dst_up[i], dst_down[i],
+            fused.modules[n] = FusedModule(n, dst_up[idx], dst_down[idx],
                                            bias.to(out_device, dtype) if bias is not None else None, origin, k, cc)
         done += g
         if progress:
             progress(done, len(plan.pairs) + len(plan.content_only) + len(plan.style_only))
 
+    by_role = {"content": plan.contents, "style": plan.styles}
     for mod, w, origin in plan.passthrough:
-        src = content if origin == "content" else style
+        src = next(p.lora for p in by_role[origin] if p.lora.modules.get(mod.name) is mod)
         weighted = weighted_passthrough(mod, w, src.path)
         require_finite(mod.name, weighted.tensors or {}, path=src.path, what=f"{mod.kind} module (weight {w:g})")
         fused.passthrough[mod.name] = weighted
         fused.warnings.append(f"{mod.name}: {mod.kind} module from the {origin} LoRA carried over unchanged")
 
-    for origin, lora in (("content", content), ("style", style)):
-        for key, t in lora.extras.items():
+    for part in contents + styles:
+        for key, t in part.lora.extras.items():
             if key in fused.extras:
-                fused.warnings.append(f"{key}: both LoRAs bundle it; the content LoRA's is kept")
+                fused.warnings.append(f"{key}: several LoRAs bundle it; the first one's is kept"
+                                      if len(contents) + len(styles) > 2 else
+                                      f"{key}: both LoRAs bundle it; the content LoRA's is kept")
                 continue
             fused.extras[key] = t
     return fused

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import field, make_dataclass
 
 from ..params import K_CHOICES, K_FULL, MU_MAX, WEIGHT_RANGE, FuseParams, parse_k, ui_rows, UI_PARAMS  # noqa: F401
+from ..app import block_sliders
 from ..app.request import INFOTEXT
 
 #: the order of the Script's arguments (ui() return order): the on/off toggle, then the table's
@@ -133,6 +134,9 @@ def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[]
                     components[p.name] = getattr(gr, kind)(elem_id=elem_id(p.name), **kw)
                 if refresh_button is None and any(p.kind == "lora" for p in row):
                     refresh_button = ui_components.ToolButton(value=REFRESH_SYMBOL, elem_id=elem_id("refresh"))
+            for p in row:
+                if p.kind == "blocks":  # a row of sliders that edit the per-block mu text (not arguments)
+                    block_sliders.build(gr, components[p.name], elem_id)
     lora_dropdowns = [components[p.name] for p in UI_PARAMS if p.kind == "lora"]
 
     def on_refresh():

@@ -119,10 +119,10 @@ def _apply(rt: Runtime, p, job: Job, adapter: HostAdapter, request: FusionReques
     sd_model = getattr(p, "sd_model", None)
     arch = adapter.model_arch(sd_model) if sd_model is not None else adapter.model_arch()
     index = adapter.index()
-    content = index.resolve(request.content, "content LoRA")
-    style = index.resolve(request.style, "style LoRA")
-    check_fits(content, "content", arch)
-    check_fits(style, "style", arch)
+    contents, styles = rt.service.entries(index, request)
+    for side, entries in (("content", contents), ("style", styles)):
+        for entry in entries:
+            check_fits(entry, side, arch)
     device = rt.device()
     t0 = time.perf_counter()
     # Forge runs this hook under inference_mode: build the (cached, reused) factors as normal

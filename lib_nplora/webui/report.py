@@ -71,15 +71,14 @@ def applied(p, job: Job, request: FusionRequest, fused: FusedLora, result: Appli
     params = getattr(p, "extra_generation_params", None)
     if isinstance(params, dict):
         params.update(request.infotext())
-        params[INFOTEXT["hashes"]] = (f"{fused.content.name}: {fused.content.short_hash}, "
-                                      f"{fused.style.name}: {fused.style.short_hash}")
+        params[INFOTEXT["hashes"]] = ", ".join(f"{i.name}: {i.short_hash}" for i in fused.inputs)
     for w in result.warnings:
         warn(p, job, w, printer)
     if fused.digest not in job.announced:
         job.announced.add(fused.digest)
         how = fused.params.label()
         k = "full rank" if fused.params.k is None else f"k {fused.params.k}"
-        printer(f"{LOG_PREFIX} {fused.content.name} + {fused.style.name} ({how}, {k}, "
+        printer(f"{LOG_PREFIX} {' + '.join(i.name for i in fused.inputs)} ({how}, {k}, "
                 f"{fused.params.scope}): {result.modules} weights via {result.ident}; "
                 f"fusion {seconds:.2f} s on {device}")
         for w in fused.warnings[:10]:

@@ -11,14 +11,20 @@ importable module: it is found in ``scripts.scripts_data``. Its ``ui()`` copies 
 so the axes are added in ``on_before_ui``; "Reload UI" re-runs that, and axes already present
 (by label) are not added twice. They are appended, never inserted: the axis dropdowns store
 indices.
+
+The content and style axes take LoRA sets (``dog + hat*0.5``, ``app.request.parse_set``), and the
+LoRA-set axis (``[NP-LoRA] LoRA set``) sweeps both at once: each value is ``CONTENTS | STYLES``
+(``dog | ink``, ``dog + hat*0.5 | ink + oil``), stored as the content and style axes store theirs.
+The mu axis keeps sweeping the global mu (per-block mu stays the accordion's or the tag's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import ParameterError
 from ..params import BOOL_WORDS, FuseParams, Param, axis_params, changes, parse_k
-from ..app.index import check_name
+from ..app.request import parse_set, set_text
 
 LABEL_PREFIX = "[NP-LoRA] "
 XYZ_MODULE_NAMES = ("xyz_grid.py", "scripts.xyz_grid", "xyz_grid")
@@ -62,11 +68,52 @@ def _confirm_params(name: str):
     return confirm
 
 
+def _check_set(check: Callable[[str, str], object], text: str, what: str) -> str:
+    """A LoRA set's canonical text, every name checked (``check(name, what)``)."""
+    refs = parse_set(str(text), f"{what} LoRA name")
+    for name, _ in refs:
+        check(name, what)
+    return set_text(refs)
+
+
 def _confirm_names(check: Callable[[str, str], object], what: str):
     def confirm(p, xs):
         for x in xs:
-            check(check_name(x, f"{what} LoRA name"), what)
+            _check_set(check, x, what)
     return confirm
+
+
+LORA_SET_LABEL = LABEL_PREFIX + "LoRA set (contents | styles)"
+SET_SEPARATOR = "|"
+
+
+def split_lora_set(x) -> tuple[str, str]:
+    """A LoRA-set axis value ``"dog + hat*0.5 | ink"`` -> (content set text, style set text).
+
+    Raises:
+        ParameterError: not exactly one '|', or a side that is not a LoRA set.
+    """
+    parts = str(x).split(SET_SEPARATOR)
+    if len(parts) != 2:
+        raise ParameterError(f"the LoRA-set axis value {str(x)[:60]!r} needs CONTENTS | STYLES",
+                             hint="Write e.g. dog + hat*0.5 | ink")
+    return (set_text(parse_set(parts[0], "content LoRA name")), set_text(parse_set(parts[1], "style LoRA name")))
+
+
+def lora_set_spec(check: Callable[[str, str], object]) -> dict:
+    """The LoRA-set axis as ``AxisOption`` keyword arguments: it sets the content and the style
+    axes' attributes together."""
+    def apply(p, x, xs):
+        content, style = split_lora_set(x)
+        setattr(p, ATTR_PREFIX + "content", content)
+        setattr(p, ATTR_PREFIX + "style", style)
+
+    def confirm(p, xs):
+        for x in xs:
+            content, style = split_lora_set(x)
+            _check_set(check, content, "content")
+            _check_set(check, style, "style")
+    return dict(label=LORA_SET_LABEL, type=str, apply=apply, confirm=confirm)
 
 
 def _flag_value(x) -> bool:
@@ -96,7 +143,7 @@ def axis_specs(names: Callable[[], list[str]], check: Callable[[str, str], objec
         check: ``check(name, "content"|"style")`` raises a clear error for a LoRA that is not
             there or does not fit the loaded model; run for every value when the plot starts.
     """
-    return [axis_spec(p, names, check) for p in axis_params()]
+    return [axis_spec(p, names, check) for p in axis_params()] + [lora_set_spec(check)]
 
 
 def register(scripts_data, names: Callable[[], list[str]], check: Callable[[str, str], object]) -> int:

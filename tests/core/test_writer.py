@@ -63,7 +63,8 @@ def test_metadata_documents_the_fusion(tmp_path):
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     assert meta["ss_output_name"] == meta["modelspec.title"] == "dog in watercolor"
     assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
-    assert meta["modelspec.merged_from"] == "subject, watercolor"
+    assert meta["modelspec.merged_from"] == (f"subject (content, {fused.content.short_hash}, 0.9), "
+                                             f"watercolor (style, {fused.style.short_hash}, 0.7)")
     assert set(json.loads(meta["ss_tag_frequency"])) == {"content: dog", "style: style"}
     block = json.loads(meta["nplora"])
     assert block["version"] == __version__ and block["method"] == "nplora"

@@ -352,8 +352,12 @@ def _token(demo):
     return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "nplora_tab_token").value
 
 
+#: the tab's parameter widgets' values (``params.UI_PARAMS`` order; per-block mu and chain last)
+_PARAM_VALUES = ["dog", "ink", 1.0, 1.0, 0.5, False, "full", "unet", "nplora", "", False]
+
+
 def _save_data(token, name="victim", overwrite=True):
-    return ["dog", "ink", 1.0, 1.0, 0.5, False, "full", "unet", "nplora", name, overwrite, token]
+    return _PARAM_VALUES + [name, overwrite, token]
 
 
 def _status_of(response):
@@ -369,7 +373,7 @@ def test_tab_fuse_and_save_refuses_a_foreign_page(folder, headers):
     before = snapshot(folder)
     with TestClient(app, base_url=f"http://{OWN}") as c:
         for fn, data, at in (("do_save", _save_data(_token(demo)), 0),  # outputs: status, overwrite
-                             ("do_analyze", _save_data(_token(demo))[:9] + [_token(demo)], 2)):  # chart, numbers, status
+                             ("do_analyze", _PARAM_VALUES + [_token(demo)], 2)):  # chart, numbers, status
             r = c.post("/api/predict", json={"data": data, "fn_index": _fn(demo, fn), "session_hash": "s"},
                        headers=headers)
             assert r.status_code == 200, r.text

@@ -60,7 +60,7 @@ def test_entry_file_defines_one_script_and_registers_callbacks(webui, monkeypatc
     for cb in cbs["before_ui"]:
         cb()
     assert "nplora" in webui.extra_networks.extra_network_registry
-    assert sum(o.label.startswith("[NP-LoRA]") for o in webui.xyz.axis_options) == 7
+    assert sum(o.label.startswith("[NP-LoRA]") for o in webui.xyz.axis_options) == 8  # 7 + the LoRA-set axis
 
     import gradio  # noqa: F401  (the settings use gradio component classes)
     for cb in cbs["ui_settings"]:

@@ -149,7 +149,7 @@ def _schema_fields(model) -> dict:
     return schema["properties"], set(schema.get("required", []))
 
 
-WRONG_JSON = {"lora": 5, "number": "0.5", "flag": 1, "choice": "nope", "rank": 4.0}
+WRONG_JSON = {"lora": 5, "number": "0.5", "flag": 1, "choice": "nope", "rank": 4.0, "blocks": 0.5}
 
 
 @ALL_ROWS
@@ -326,7 +326,7 @@ def test_rows_without_an_axis_have_none():
 
     module = standin_xyz_module()
     added = xyz.register(standin_xyz_scripts_data(module), lambda: [], lambda name, role: None)
-    assert added == len([p for p in PARAMS if p.axis])
+    assert added == len([p for p in PARAMS if p.axis]) + 1  # and the LoRA-set axis (content and style at once)
     labels = {o.label for o in module.axis_options}
     for row in PARAMS:
         assert any(label.startswith(xyz.LABEL_PREFIX) and row.axis and label.endswith(row.axis) for label in labels) \

@@ -86,12 +86,13 @@ def test_xyz_axes_are_appended_once():
     module = standin_xyz_module()
     data = standin_xyz_scripts_data(module)
     first = [o.label for o in module.axis_options]
-    assert xyz.register(data, lambda: ["content", "style"], checker()) == 7
+    assert xyz.register(data, lambda: ["content", "style"], checker()) == 8  # the table's 7 and the LoRA-set axis
     assert [o.label for o in module.axis_options][:len(first)] == first  # appended, indices kept
     assert xyz.register(data, lambda: ["content", "style"], checker()) == 0  # Reload UI
     labels = [o.label for o in module.axis_options if o.label.startswith(xyz.LABEL_PREFIX)]
     assert labels == ["[NP-LoRA] mu", "[NP-LoRA] rank k", "[NP-LoRA] content LoRA", "[NP-LoRA] style LoRA",
-                      "[NP-LoRA] method", "[NP-LoRA] content weight", "[NP-LoRA] style weight"]
+                      "[NP-LoRA] method", "[NP-LoRA] content weight", "[NP-LoRA] style weight",
+                      "[NP-LoRA] LoRA set (contents | styles)"]  # appended after the shipped ones (issue 14)
 
 
 def test_xyz_without_the_plot_script():

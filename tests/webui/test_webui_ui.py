@@ -73,14 +73,15 @@ def test_script_ui_returns_the_inputs_in_argument_order():
     rt = ListRuntime(["content", "style"])
     script, inputs = build_script(rt)
     assert script.title() == "NP-LoRA"
-    assert len(inputs) == len(ARG_NAMES) == 10
-    enabled, content, style, cw, sw, mu, hard, k, scope, method = inputs
+    assert len(inputs) == len(ARG_NAMES) == 12  # the per-block mu box and chain were appended (issue 14)
+    enabled, content, style, cw, sw, mu, hard, k, scope, method, block_mu, chain = inputs
+    assert isinstance(block_mu, gr.Textbox) and block_mu.value == "" and chain.value is False
     assert isinstance(enabled, gr.Checkbox) and enabled.value is False
     assert isinstance(content, gr.Dropdown) and isinstance(style, gr.Dropdown)
     assert (cw.value, sw.value, mu.value, hard.value, k.value, scope.value, method.value) == (
         1.0, 1.0, 0.5, False, "full", "unet", "nplora")
     assert [c.elem_id for c in inputs][1] == "script_txt2img_nplora_content"
-    assert len(script.infotext_fields) == 10 and len(script.paste_field_names) == 10
+    assert len(script.infotext_fields) == 12 and len(script.paste_field_names) == 12
     # the defaults, as the hooks receive them, ask for nothing
     ui = UiValues.from_args([c.value for c in inputs])
     assert request_for_pass(ui, [], {}, FuseParams()) == (None, [])
