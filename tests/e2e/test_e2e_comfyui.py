@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -200,6 +201,20 @@ def shots(comfyui):
 
 def diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
+
+
+def test_installing_the_requirements_into_comfyui_changes_nothing():
+    """What ComfyUI-Manager would run (``pip install`` of requirements.txt) is already satisfied by the
+    real ComfyUI environment: nothing would be installed or replaced (torch least of all)."""
+    folder, python = _folders()
+    ours = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    theirs = (folder / "requirements.txt").read_text().lower()
+    for line in filter(None, ours):
+        assert re.match(r"[a-z0-9_.-]+", line.lower()).group(0) in theirs, line
+    out = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps", "-r",
+                          str(ROOT / "requirements.txt")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Would install" not in out.stdout and "Requirement already satisfied" in out.stdout
 
 
 def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):
