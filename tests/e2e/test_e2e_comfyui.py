@@ -331,3 +331,40 @@ def test_analyze_returns_the_chart_and_the_numbers(comfyui):
     img = comfyui.image(entry, node="show")
     assert img.shape[0] > 50 and img.shape[1] > 300
     assert img.std() > 5  # bars and text, not a blank picture
+
+
+def test_the_example_workflow_loads_in_the_real_frontend_and_runs(comfyui):
+    """``example_workflows/nplora_content_style.json`` in ComfyUI's own frontend (Chromium): every node
+    type is known, the NP-LoRA widgets are the parameter table's, and the prompt the frontend makes of
+    it runs (with this suite's files, at 64x64 and 2 steps)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
+    from lib_nplora.params import UI_PARAMS
+
+    text = (ROOT / "example_workflows" / "nplora_content_style.json").read_text()
+    workflow = json.loads(text.replace("subject_lora.safetensors", C).replace("style_lora.safetensors", S)
+                          .replace("v1-5-pruned-emaonly.safetensors", CKPT))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("NPLORA_CHROMIUM", "/usr/bin/chromium"),
+                                    args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1800, "height": 980})
+            page.goto(comfyui.url + "/")
+            page.wait_for_function("window.app && window.app.graph", timeout=120_000)
+            page.evaluate("wf => window.app.loadGraphData(wf, true, true, 'nplora')", workflow)
+            page.wait_for_function("window.app.graph._nodes.length > 5", timeout=60_000)
+            nodes = page.evaluate("() => window.app.graph._nodes.map(n => [n.type, (n.widgets || []).map(w => w.name)])")
+            prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+            shots = os.environ.get("NPLORA_E2E_SHOTS")
+            if shots:
+                page.screenshot(path=str(Path(shots) / "comfyui-example-workflow.png"))
+        finally:
+            browser.close()
+    widgets = dict(nodes)
+    assert widgets["NpLoraLoader"][:len(UI_PARAMS)] == [p.name for p in UI_PARAMS]
+    assert {"NpLoraLoader", "NpLoraAnalyze", "KSampler"} <= set(widgets)
+    by_type = {n["class_type"]: n for n in prompt.values()}
+    by_type["EmptyLatentImage"]["inputs"].update(width=64, height=64)
+    by_type["KSampler"]["inputs"]["steps"] = 2
+    entry = comfyui.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert any(o.get("images") for o in entry["outputs"].values())
