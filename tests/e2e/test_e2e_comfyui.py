@@ -217,6 +217,27 @@ def test_installing_the_requirements_into_comfyui_changes_nothing():
     assert "Would install" not in out.stdout and "Requirement already satisfied" in out.stdout
 
 
+def test_comfyuis_real_key_maps_get_every_module_patched(tmp_path):
+    """``comfyui_keymaps.py`` in ComfyUI's Python: ComfyUI's own SD1.5, SDXL and FLUX models (meta
+    tensors) and key maps, LoRAs on every module NP-LoRA's tables list: ComfyUI loads every file
+    key, every patch lands on a model weight, every projected module is carried (none missed)."""
+    folder, python = _folders()
+    out = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "comfyui_keymaps.py"), str(ROOT), str(tmp_path)],
+                         cwd=folder, capture_output=True, text=True, timeout=1800,
+                         env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [(r["arch"], r["format"]) for r in rows] == [("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"),
+                                                        ("flux", "peft")]
+    for r in rows:
+        assert r["missed"] == [] and r["not_loaded"] == [] and r["off_model"] == [], r
+        assert r["projected"] == r["to_project"] == r["canonical"] > 0, r
+        assert r["patched_weights"] == r["style_weights"] > 0, r
+        report(f"ComfyUI key map {r['arch']} ({r['format']}): {r['modules']} file modules, {r['canonical']} "
+               f"projected, {r['patched_weights']} weights patched ({r['slices']} as row slices), none left out")
+    assert any(r["slices"] > 0 for r in rows if r["arch"] == "flux")  # FLUX's fused qkv/linear1 by part
+
+
 def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):
     from lib_nplora.params import UI_PARAMS
 
