@@ -147,3 +147,23 @@ def test_every_key_comfyuis_map_yields_is_patched(arch, tmp_path, caplog):
     targets = {k if isinstance(k, str) else k[0] for k in cp.patches}
     assert targets == {k if isinstance(k, str) else k[0] for k in patches_s}
     assert len(targets) == len(rows)
+
+
+def test_a_fused_flux_weight_is_projected_part_by_part_on_row_slices(loras):
+    """FLUX's img_attn.qkv in a kohya file is one module that the engine splits into q, k, v (each
+    paired and projected with its own style basis): ComfyUI gets one LoRA patch per part on the
+    part's rows of the weight, and the patched weight is the engine's fusion."""
+    rows = [lf.rows_by_name("flux")["unet.double_blocks.0.img_attn.qkv"]]
+    lf.make_lora(loras / "fc.safetensors", "flux", rows, rank=2, seed=5)
+    lf.make_lora(loras / "fs.safetensors", "flux", rows, rank=3, seed=6)
+    model, clip = build("flux", [r["name"] for r in rows])
+    args = loader_args(content="fc.safetensors", style="fs.safetensors")
+    patched, _ = NpLoraLoader().load(model, clip, **args)
+    key = comfy_key("flux", rows[0]["name"])
+    assert [p[3] for p in patched.patches[key]][:3] == [(0, 0, 3072), (0, 3072, 3072), (0, 6144, 3072)]
+    delta = (patched.patched_weight(key) - model.patched_weight(key)).double()
+    content, style = load_pair(loras / "fc.safetensors", loras / "fs.safetensors", arch="flux")
+    fused = fuse(content, style, FuseParams(mu=0.5, content_weight=0.8, style_weight=1.2), dtype=torch.float32)
+    expect = torch.cat([fused.modules[f"{rows[0]['name']}:{p}"].dense() for p in "qkv"]).double()
+    assert all(fused.modules[f"{rows[0]['name']}:{p}"].c > 0 for p in "qkv")
+    assert torch.allclose(delta, expect, atol=1e-5 * expect.abs().max().item())
