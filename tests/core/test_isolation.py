@@ -115,28 +115,26 @@ def test_nothing_outside_the_webui_and_app_ui_modules_imports_a_webui_or_the_ui_
     assert bad == []
 
 
-def test_only_the_webui_layer_imports_the_webui_layer():
-    """The core, the app and the CLI never reach into ``lib_nplora.webui``."""
+def _importers_of(layer: str, users: tuple[str, ...]) -> list[str]:
+    """Every import of the package ``layer`` by a source file outside ``users``."""
     bad = []
     for path in _sources():
         rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith(WEBUI_LAYER_USERS):
+        if rel.startswith(users):
             continue
         bad += [f"{rel} imports {name}" for name in sorted(imports(path))
-                if name == "lib_nplora.webui" or name.startswith("lib_nplora.webui.")]
-    assert bad == []
+                if name == layer or name.startswith(layer + ".")]
+    return bad
+
+
+def test_only_the_webui_layer_imports_the_webui_layer():
+    """The core, the app and the CLI never reach into ``lib_nplora.webui``."""
+    assert _importers_of("lib_nplora.webui", WEBUI_LAYER_USERS) == []
 
 
 def test_only_the_comfy_layer_imports_the_comfy_layer():
     """The core, the app, the CLI and the WebUI layer never reach into ``lib_nplora.comfy``."""
-    bad = []
-    for path in _sources():
-        rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith(COMFY_LAYER_USERS):
-            continue
-        bad += [f"{rel} imports {name}" for name in sorted(imports(path))
-                if name == "lib_nplora.comfy" or name.startswith("lib_nplora.comfy.")]
-    assert bad == []
+    assert _importers_of("lib_nplora.comfy", COMFY_LAYER_USERS) == []
 
 
 def test_comfyuis_entry_imports_only_the_comfy_layer():
