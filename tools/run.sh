@@ -9,14 +9,19 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$here/.venv-run"
 
-install() {  # name requirements-file: install once per content of the file
-  local stamp="$venv/.installed-$1-$(cat "$2" "$here/requirements.txt" | sha256sum | cut -c1-16)"
+chain() {  # a requirements file and every file it includes with -r, recursively
+  echo "$1"
+  sed -n 's/^-r[[:space:]]*//p' "$1" | while read -r inc; do chain "$(dirname "$1")/$inc"; done
+}
+
+install() {  # name requirements-file: install once per content of the file and of what it includes
+  local stamp="$venv/.installed-$1-$(chain "$2" | xargs cat | sha256sum | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$2" 2> >(grep -v "is ignored: it is neither" >&2)
   touch "$stamp"
 }
 
-install base "$here/requirements.txt"
+install base "$here/requirements-base.txt"
 [ "${1:-}" = "serve" ] && install serve "$here/requirements-serve.txt"
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m lib_nplora "$@"

@@ -7,9 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
+chain() {  # a requirements file and every file it includes with -r, recursively
+  echo "$1"
+  sed -n 's/^-r[[:space:]]*//p' "$1" | while read -r inc; do chain "$(dirname "$1")/$inc"; done
+}
+
 setup() {  # venv requirements-file
   local venv=$1 req=$2 stamp
-  stamp="$venv/.installed-$(cat "$req" requirements.txt | sha256sum | cut -c1-16)"
+  stamp="$venv/.installed-$(chain "$req" | xargs cat | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     echo "== installing $venv from $req"
     rm -rf "$venv"

@@ -1,4 +1,4 @@
-"""The layers: the core and the app import no WebUI and no UI/web stack, found by reading every
+"""The layers: the core and the app import no WebUI, no ComfyUI and no UI/web stack, found by reading every
 source file (imports at the top, inside functions, and ``importlib.import_module("…")`` alike),
 plus one import in a fresh interpreter to check what really gets loaded."""
 
@@ -14,12 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Top-level packages only a WebUI or the UI/web stack provides.
 UI_STACK = {"gradio", "fastapi", "starlette", "pydantic", "uvicorn"}
 WEBUI = {"modules", "modules_forge", "backend", "ldm_patched", "networks", "network", "launch"}
-FORBIDDEN = UI_STACK | WEBUI
+#: ComfyUI's own top-level modules (its folder is on sys.path when it runs a node pack)
+COMFYUI = {"comfy", "comfy_extras", "comfy_api", "comfy_execution", "folder_paths", "nodes", "server", "execution"}
+FORBIDDEN = UI_STACK | WEBUI | COMFYUI
 
 #: Who may import which of them, one line each with the reason. A folder entry covers what is below it.
 ALLOWED = {
-    "scripts/nplora.py": FORBIDDEN,                                   # the WebUI's entry file
-    "lib_nplora/webui/": FORBIDDEN,                                   # the layer that is the WebUI extension
+    "scripts/nplora.py": UI_STACK | WEBUI,                            # the WebUI's entry file
+    "lib_nplora/webui/": UI_STACK | WEBUI,                            # the layer that is the WebUI extension
+    "lib_nplora/comfy/": COMFYUI,                                     # the layer that is the ComfyUI node pack
     "lib_nplora/app/rest.py": {"fastapi", "starlette", "pydantic"},   # the /nplora/v1 routes and their bodies
     "lib_nplora/app/tab.py": {"gradio"},                              # the NP-LoRA tab
     "lib_nplora/app/standalone.py": {"gradio", "fastapi", "starlette", "uvicorn"},  # `serve`: tab + API server
@@ -27,6 +30,9 @@ ALLOWED = {
 
 #: Who may import the WebUI layer (``lib_nplora.webui``): only itself and the WebUI's entry file.
 WEBUI_LAYER_USERS = ("scripts/nplora.py", "lib_nplora/webui/")
+#: Who may import the ComfyUI layer (``lib_nplora.comfy``): only itself (and the root ``__init__.py``,
+#: ComfyUI's entry, checked on its own below).
+COMFY_LAYER_USERS = ("lib_nplora/comfy/",)
 
 
 def _sources() -> list[Path]:
@@ -109,16 +115,39 @@ def test_nothing_outside_the_webui_and_app_ui_modules_imports_a_webui_or_the_ui_
     assert bad == []
 
 
-def test_only_the_webui_layer_imports_the_webui_layer():
-    """The core, the app and the CLI never reach into ``lib_nplora.webui``."""
+def _importers_of(layer: str, users: tuple[str, ...]) -> list[str]:
+    """Every import of the package ``layer`` by a source file outside ``users``."""
     bad = []
     for path in _sources():
         rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith(WEBUI_LAYER_USERS):
+        if rel.startswith(users):
             continue
         bad += [f"{rel} imports {name}" for name in sorted(imports(path))
-                if name == "lib_nplora.webui" or name.startswith("lib_nplora.webui.")]
-    assert bad == []
+                if name == layer or name.startswith(layer + ".")]
+    return bad
+
+
+def test_only_the_webui_layer_imports_the_webui_layer():
+    """The core, the app and the CLI never reach into ``lib_nplora.webui``."""
+    assert _importers_of("lib_nplora.webui", WEBUI_LAYER_USERS) == []
+
+
+def test_only_the_comfy_layer_imports_the_comfy_layer():
+    """The core, the app, the CLI and the WebUI layer never reach into ``lib_nplora.comfy``."""
+    assert _importers_of("lib_nplora.comfy", COMFY_LAYER_USERS) == []
+
+
+def test_comfyuis_entry_imports_only_the_comfy_layer():
+    """The repository's ``__init__.py`` (what ComfyUI imports) loads ``lib_nplora.comfy.nodes`` and
+    ``sys``, nothing else: no WebUI, no UI stack, no other layer."""
+    tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+    assert found == {"sys", ".lib_nplora.comfy.nodes"}
 
 
 def test_core_and_app_import_nothing_of_a_webui_at_runtime():
@@ -129,7 +158,7 @@ def test_core_and_app_import_nothing_of_a_webui_at_runtime():
         "import lib_nplora, lib_nplora.api, lib_nplora.cli, lib_nplora.cache, lib_nplora.analysis\n"
         "import lib_nplora.app.index, lib_nplora.app.request, lib_nplora.app.service, lib_nplora.app.context\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FORBIDDEN)!r}"
-        " or m.startswith('lib_nplora.webui'))\n"
+        " or m.startswith(('lib_nplora.webui', 'lib_nplora.comfy')))\n"
         "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          timeout=300)

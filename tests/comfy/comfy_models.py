@@ -1,0 +1,62 @@
+"""ComfyUI models for the tests, in ComfyUI's state-dict layout, from NP-LoRA's module tables.
+
+ComfyUI holds the denoiser under ``diffusion_model.`` (LDM / BFL names, which the tables' canonical
+``unet.`` names are) and the text encoders under ``clip_l.transformer.``, ``clip_g.transformer.``
+and ``t5xxl.transformer.``. ``meta`` tensors for key-map checks of whole models, real random ones
+for the modules a test computes with. The UNet's diffusers names (what ComfyUI derives with
+``comfy.utils.unet_to_diffusers``) come from the tables' aliases.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import lora_factory as lf
+from comfy import supported_models
+from comfy.model_patcher import StandInModelPatcher
+from comfy.sd import StandInCLIP
+
+PREFIX = {"sd1": {"unet": "diffusion_model.", "te": "clip_l.transformer."},
+          "sdxl": {"unet": "diffusion_model.", "te1": "clip_l.transformer.", "te2": "clip_g.transformer."},
+          "flux": {"unet": "diffusion_model.", "te1": "clip_l.transformer.", "te3": "t5xxl.transformer."}}
+CONFIG = {"sd1": supported_models.SD15, "sdxl": supported_models.SDXL, "flux": supported_models.Flux}
+
+
+def comfy_key(arch: str, name: str) -> str:
+    comp, path = name.split(".", 1)
+    return f"{PREFIX[arch][comp]}{path}.weight"
+
+
+class StandInModel(torch.nn.Module):
+    """``ModelPatcher.model`` / ``CLIP.cond_stage_model``: ``state_dict()`` and ``model_config``."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], config=None, diffusers_keys=None):
+        super().__init__()
+        self._weights = weights
+        self.model_config = config
+        self.diffusers_keys = diffusers_keys or {}
+
+    def state_dict(self, *a, **kw):
+        return dict(self._weights)
+
+
+def build(arch: str, names: list[str] | None = None, *, meta: bool = False, seed: int = 0):
+    """(MODEL patcher, CLIP) of ``arch`` with a weight for each table module (or ``names`` only)."""
+    g = torch.Generator().manual_seed(seed)
+    unet, te, diffusers = {}, {}, {}
+    for row in lf.table(arch):
+        if ":" in row["name"] or (names is not None and row["name"] not in names):
+            continue
+        shape = tuple(row["shape"])
+        t = torch.empty(shape, device="meta") if meta else torch.randn(shape, generator=g) * 0.05
+        key = comfy_key(arch, row["name"])
+        if row["name"].startswith("unet."):
+            unet[key] = t
+            for alias in row["aliases"]:
+                comp, path = alias.split(".", 1)
+                if comp == "unet" and arch != "flux":
+                    diffusers[path + ".weight"] = row["name"].split(".", 1)[1] + ".weight"
+        else:
+            te[key] = t
+    model = StandInModelPatcher(StandInModel(unet, CONFIG[arch](), diffusers))
+    return model, StandInCLIP(StandInModel(te))

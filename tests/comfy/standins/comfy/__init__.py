@@ -1,0 +1,3 @@
+"""Stand-in for ComfyUI's ``comfy`` package: only the modules the node pack imports
+(``comfy.lora``, ``comfy.lora_convert``, ``comfy.utils``, ``comfy.weight_adapter``) and a
+``model_patcher`` with the ``ModelPatcher`` / CLIP behaviour it relies on."""

@@ -1,0 +1,150 @@
+"""The nodes' inputs (from the parameter table), errors, Save and Analyze, on real LoRA files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import lora_factory as lf
+from comfy_models import build
+from lib_nplora.app.index import LoraNotFoundError
+from lib_nplora.errors import ArchitectureError, NpLoraError, ParameterError
+from lib_nplora.formats.atomic import OutputExistsError, OutputIsInputError
+from lib_nplora.params import MAX_K, UI_PARAMS
+from lib_nplora.comfy import nodes
+from lib_nplora.comfy.inputs import request_of
+
+ROWS = lf.select("sd1", "attn", components=("unet",), blocks=("input_blocks.1.",))
+PARAMS = dict(content_weight=1.0, style_weight=1.0, mu=0.5, hard=False, k=0, scope="unet", method="nplora")
+
+
+@pytest.fixture
+def pair(loras):
+    (loras / "styles").mkdir()
+    lf.make_lora(loras / "dog.safetensors", "sd1", ROWS, rank=4, seed=1)
+    lf.make_lora(loras / "styles" / "ink.safetensors", "sd1", ROWS, rank=4, seed=2)
+    lf.make_lora(loras / "xl_a.safetensors", "sdxl", lf.select("sdxl", "attn", blocks=("input_blocks.7.1.",)),
+                 rank=2, seed=3)
+    lf.make_lora(loras / "xl_b.safetensors", "sdxl", lf.select("sdxl", "attn", blocks=("input_blocks.7.1.",)),
+                 rank=2, seed=4)
+    (loras / "pickled.pt").write_bytes(b"not opened")
+    return loras
+
+
+def test_loader_inputs_are_the_parameter_tables_widget_rows(pair):
+    req = nodes.NpLoraLoader.INPUT_TYPES()["required"]
+    assert list(req) == ["model", "clip"] + [p.name for p in UI_PARAMS]
+    assert req["content"][0] == req["style"][0] == ["dog.safetensors", "styles/ink.safetensors", "xl_a.safetensors",
+                                                    "xl_b.safetensors"]  # no .pt: never unpickled
+    kinds = {p.name: p.kind for p in UI_PARAMS}
+    for name, spec in req.items():
+        kind = kinds.get(name)
+        if kind == "number":
+            assert spec[0] == "FLOAT" and spec[1]["min"] <= spec[1]["default"] <= spec[1]["max"]
+        elif kind == "flag":
+            assert spec[0] == "BOOLEAN"
+        elif kind == "choice":
+            assert spec[0] == list(next(p for p in UI_PARAMS if p.name == name).choices)
+        elif kind == "rank":
+            assert spec == ("INT", {"tooltip": spec[1]["tooltip"], "default": 0, "min": 0, "max": MAX_K})
+    assert nodes.NpLoraLoader.RETURN_TYPES == ("MODEL", "CLIP")
+    save = nodes.NpLoraSave.INPUT_TYPES()["required"]
+    assert list(save) == [p.name for p in UI_PARAMS] + ["file_name", "overwrite"]
+    analyze = nodes.NpLoraAnalyze.INPUT_TYPES()["required"]
+    assert list(analyze) == [p.name for p in UI_PARAMS if p.kind == "lora" or p.analysis]
+    assert set(nodes.NODE_CLASS_MAPPINGS) == set(nodes.NODE_DISPLAY_NAME_MAPPINGS)
+
+
+def test_request_of_reads_k_zero_as_full_rank_and_checks_ranges():
+    r = request_of(dict(content="a.safetensors", style="b.safetensors", **PARAMS))
+    assert r.params.k is None and r.params.mu == 0.5 and r.content == "a.safetensors"
+    assert request_of(dict(content="a", style="b", **dict(PARAMS, k=8, hard=True))).params.c == 1.0
+    with pytest.raises(ParameterError, match="mu"):
+        request_of(dict(content="a", style="b", **dict(PARAMS, mu=-1.0)))
+
+
+def test_a_name_not_in_the_list_is_a_clear_error(pair):
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    for bad in ("nope.safetensors", "../dog.safetensors", "pickled.pt", "/etc/passwd"):
+        with pytest.raises(LoraNotFoundError, match="not in ComfyUI's loras list"):
+            nodes.NpLoraLoader().load(model, clip, content=bad, style="dog.safetensors", **PARAMS)
+
+
+def test_a_pair_for_another_model_is_a_clear_error(pair):
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    with pytest.raises(NpLoraError) as e:
+        nodes.NpLoraLoader().load(model, clip, content="xl_a.safetensors", style="xl_b.safetensors", **PARAMS)
+    assert "xl_a" in str(e.value) or "xl_b" in str(e.value)
+
+
+def test_a_model_type_without_a_table_is_a_clear_error(pair):
+    from comfy import supported_models
+
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    model.model.model_config = supported_models.SDXLRefiner()
+    with pytest.raises(ArchitectureError, match="SDXLRefiner"):
+        nodes.NpLoraLoader().load(model, clip, content="dog.safetensors", style="styles/ink.safetensors", **PARAMS)
+    model.model.model_config = supported_models.FluxSchnell()
+    with pytest.raises(NpLoraError, match="dog"):  # read for FLUX: an SD1 file does not fit
+        nodes.NpLoraLoader().load(model, clip, content="dog.safetensors", style="styles/ink.safetensors", **PARAMS)
+
+
+def test_save_writes_the_tabs_file_into_the_loras_folder_and_never_over_a_file(pair):
+    out = nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name="",
+                                  overwrite=False, **PARAMS)
+    name = out["result"][0]
+    assert name == "dog+ink_nplora_mu0.5.safetensors" and out["ui"]["text"] == [f"saved {name}"]
+    path = pair / name
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        keys = list(f.keys())
+    assert json.loads(meta["nplora"])  # the tab's metadata block
+    assert any(k.endswith(".lora_down.weight") for k in keys)
+    assert name in nodes.NpLoraLoader.INPUT_TYPES()["required"]["content"][0]  # listed at once
+    first = path.read_bytes()
+    with pytest.raises(OutputExistsError):
+        nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name="",
+                                overwrite=False, **dict(PARAMS))
+    assert path.read_bytes() == first
+    nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name=name,
+                            overwrite=True, **dict(PARAMS, mu=2.0))
+    assert path.read_bytes() != first
+    dog = (pair / "dog.safetensors").read_bytes()
+    with pytest.raises(OutputIsInputError):
+        nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name="dog",
+                                overwrite=True, **PARAMS)
+    assert (pair / "dog.safetensors").read_bytes() == dog
+    with pytest.raises(NpLoraError, match="path|folder"):
+        nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name="../up",
+                                overwrite=True, **PARAMS)
+
+
+def test_the_saved_file_through_the_stock_loader_is_the_fusion(pair):
+    import comfy.lora
+    import comfy.utils
+    from lib_nplora.comfy.patching import lora_key_map
+
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    fused_model, _ = nodes.NpLoraLoader().load(model, clip, content="dog.safetensors",
+                                               style="styles/ink.safetensors", **PARAMS)
+    name = nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name="saved",
+                                   overwrite=False, **PARAMS)["result"][0]
+    stock = model.clone()
+    patches = comfy.lora.load_lora(comfy.utils.load_torch_file(str(pair / name), safe_load=True),
+                                   lora_key_map(model, clip))
+    assert len(stock.add_patches(patches, 1.0)) == len(ROWS)
+    for key in model.model.state_dict():
+        base = model.patched_weight(key)
+        want, got = fused_model.patched_weight(key) - base, stock.patched_weight(key) - base
+        assert torch.allclose(got, want, atol=2e-3 * want.abs().max().item()), key  # fp16 file
+
+
+def test_analyze_gives_a_chart_image_and_the_numbers(pair):
+    image, text = nodes.NpLoraAnalyze().analyze(content="dog.safetensors", style="styles/ink.safetensors", k=0,
+                                                 scope="unet")
+    assert image.dtype == torch.float32 and image.dim() == 4 and image.shape[0] == 1 and image.shape[3] == 3
+    assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05
+    assert "dog (content) vs ink (style)" in text and "input_blocks" in text

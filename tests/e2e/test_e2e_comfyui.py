@@ -1,0 +1,391 @@
+"""End-to-end against a real ComfyUI: this checkout as a custom node pack, driven over ComfyUI's
+HTTP API (``/prompt``, ``/history``, ``/view``, ``/object_info``) on CPU, offline, 127.0.0.1 only.
+
+Environment (skips cleanly without):
+
+* ``NPLORA_COMFYUI``: a ComfyUI checkout (the folder with ``main.py``), prepared with
+  ``tools/e2e-hosts/prepare_comfyui.py`` (the random-weight SD1.5 checkpoint in the real layout).
+* ``NPLORA_COMFYUI_PYTHON``: the Python of ComfyUI's environment.
+* ``NPLORA_COMFYUI_START_TIMEOUT``: seconds to wait for the server (default 600).
+
+ComfyUI runs with ``--base-directory`` in a temporary folder: its ``custom_nodes/`` holds a link to
+this checkout, ``models/loras`` the test LoRAs, ``models/checkpoints`` a link to the checkpoint.
+``--cache-none`` makes every queued prompt execute every node (so a second base run really samples
+the unpatched model again, and a second Save really tries to write).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from e2e_loras import NAMES, write_loras
+from e2e_server import ROOT, _free_port, report
+
+CKPT = "nplora-random-sd15.safetensors"
+C, S = NAMES["content"] + ".safetensors", NAMES["style"] + ".safetensors"
+WRONG_C, WRONG_S = "nplora_e2e_sdxl_content.safetensors", "nplora_e2e_sdxl_style.safetensors"
+
+
+def _folders() -> tuple[Path, Path]:
+    folder, python = os.environ.get("NPLORA_COMFYUI"), os.environ.get("NPLORA_COMFYUI_PYTHON")
+    if not folder or not python:
+        pytest.skip("NPLORA_COMFYUI and NPLORA_COMFYUI_PYTHON are not set: no real ComfyUI to test against")
+    folder = Path(folder)
+    if not (folder / "main.py").is_file() or not (folder / "comfy").is_dir():
+        pytest.skip(f"NPLORA_COMFYUI={folder} is not a ComfyUI checkout (no main.py / comfy/)")
+    if not (folder / "models" / "checkpoints" / CKPT).is_file():
+        pytest.skip(f"no {CKPT} in {folder}/models/checkpoints: run tools/e2e-hosts/prepare_comfyui.py")
+    return folder, Path(python)
+
+
+class ComfyUI:
+    def __init__(self, folder: Path, python: Path, base: Path):
+        self.folder, self.python, self.base = folder, python, base
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "comfyui.log"
+        self.loras = base / "models" / "loras"
+
+    def start(self) -> None:
+        (self.base / "custom_nodes").mkdir(parents=True)
+        (self.base / "custom_nodes" / "nplora").symlink_to(ROOT, target_is_directory=True)
+        (self.base / "models" / "checkpoints").mkdir(parents=True)
+        (self.base / "models" / "checkpoints" / CKPT).symlink_to(self.folder / "models" / "checkpoints" / CKPT)
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS=os.environ.get(
+            "OMP_NUM_THREADS", "2"), PYTHONUNBUFFERED="1")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(self.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--cache-none",
+             "--disable-auto-launch"],
+            cwd=self.folder, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + float(os.environ.get("NPLORA_COMFYUI_START_TIMEOUT", "600"))
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited ({self.proc.returncode}):\n{self.console()[-3000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except OSError:
+                time.sleep(1)
+        raise RuntimeError(f"ComfyUI did not answer in time:\n{self.console()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def console(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=60) as r:
+            return r.read()
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def run(self, graph: dict, timeout: float = 900) -> dict:
+        """Queue ``graph`` and wait for its history entry."""
+        status, body = self.post("/prompt", {"prompt": graph, "client_id": uuid.uuid4().hex})
+        assert status == 200, body
+        pid = body["prompt_id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hist = json.loads(self.get(f"/history/{pid}"))
+            if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
+                entry = hist[pid]
+                if entry["status"]["status_str"] in ("success", "error"):
+                    return entry
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {pid} did not finish")
+
+    def image(self, entry: dict, node: str = "save") -> np.ndarray:
+        from PIL import Image
+
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        info = entry["outputs"][node]["images"][0]
+        q = urllib.parse.urlencode({"filename": info["filename"], "subfolder": info["subfolder"],
+                                    "type": info["type"]})
+        return np.asarray(Image.open(io.BytesIO(self.get(f"/view?{q}"))).convert("RGB"), dtype=np.int16)
+
+
+def graph(loras: list[dict] | None = None, seed: int = 7, prefix: str = "e2e") -> dict:
+    """txt2img at 64x64, 2 steps, with ``loras`` chained between the checkpoint and the sampler:
+    each {"class": ..., **inputs} gets model/clip from the previous one."""
+    g = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}}}
+    model, clip = ["ckpt", 0], ["ckpt", 1]
+    for i, spec in enumerate(loras or []):
+        spec = dict(spec)
+        cls = spec.pop("class")
+        g[f"lora{i}"] = {"class_type": cls, "inputs": dict(spec, model=model, clip=clip)}
+        model, clip = [f"lora{i}", 0], [f"lora{i}", 1]
+    g.update({
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a dog", "clip": clip}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {"model": model, "positive": ["pos", 0], "negative": ["neg", 0],
+                                                       "latent_image": ["latent", 0], "seed": seed, "steps": 2,
+                                                       "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+                                                       "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
+    })
+    return g
+
+
+def nplora(content=C, style=S, mu=0.5, **kw) -> dict:
+    base = dict(content=content, style=style, content_weight=1.0, style_weight=1.0, mu=mu, hard=False, k=0,
+                scope="unet", method="nplora")
+    return dict(base, **kw, **{"class": "NpLoraLoader"})
+
+
+def stock(name: str, w: float = 1.0) -> dict:
+    return {"class": "LoraLoader", "lora_name": name, "strength_model": w, "strength_clip": w}
+
+
+def _wrong_model_pair(folder: Path) -> None:
+    import lora_factory as lf
+
+    rows = lf.select("sdxl", "attn", components=("unet",), blocks=("input_blocks.7.1.transformer_blocks.3.",))
+    for name, seed in ((WRONG_C, 21), (WRONG_S, 22)):
+        lf.make_lora(folder / name, "sdxl", rows, rank=4, alpha=1.0, seed=seed, dtype=torch.float16)
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory):
+    folder, python = _folders()
+    host = ComfyUI(folder, python, tmp_path_factory.mktemp("comfyui-base"))
+    write_loras(host.loras)
+    _wrong_model_pair(host.loras)
+    commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
+    report(f"ComfyUI {folder} {commit.stdout.strip() or '(not a git checkout)'}")
+    host.start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def shots(comfyui):
+    """The images several tests compare, each rendered once."""
+    out = {"base": comfyui.image(comfyui.run(graph(prefix="base")))}
+    out["stacked"] = comfyui.image(comfyui.run(graph([stock(C), stock(S)], prefix="stacked")))
+    out["mu0"] = comfyui.image(comfyui.run(graph([nplora(mu=0.0)], prefix="mu0")))
+    out["mu05"] = comfyui.image(comfyui.run(graph([nplora(mu=0.5)], prefix="mu05")))
+    out["base_again"] = comfyui.image(comfyui.run(graph(prefix="base_again")))
+    return out
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def test_installing_the_requirements_into_comfyui_changes_nothing():
+    """What ComfyUI-Manager would run (``pip install`` of requirements.txt) is already satisfied by the
+    real ComfyUI environment: nothing would be installed or replaced (torch least of all)."""
+    folder, python = _folders()
+    ours = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    theirs = (folder / "requirements.txt").read_text().lower()
+    for line in filter(None, ours):
+        assert re.match(r"[a-z0-9_.-]+", line.lower()).group(0) in theirs, line
+    out = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps", "-r",
+                          str(ROOT / "requirements.txt")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Would install" not in out.stdout and "Requirement already satisfied" in out.stdout
+
+
+def test_comfyuis_real_key_maps_get_every_module_patched(tmp_path):
+    """``comfyui_keymaps.py`` in ComfyUI's Python: ComfyUI's own SD1.5, SDXL and FLUX models (meta
+    tensors) and key maps, LoRAs on every module NP-LoRA's tables list: ComfyUI loads every file
+    key, every patch lands on a model weight, every projected module is carried (none missed)."""
+    folder, python = _folders()
+    out = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "comfyui_keymaps.py"), str(ROOT), str(tmp_path)],
+                         cwd=folder, capture_output=True, text=True, timeout=1800,
+                         env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [(r["arch"], r["format"]) for r in rows] == [("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"),
+                                                        ("flux", "peft")]
+    for r in rows:
+        assert r["missed"] == [] and r["not_loaded"] == [] and r["off_model"] == [], r
+        assert r["projected"] == r["to_project"] == r["canonical"] > 0, r
+        assert r["patched_weights"] == r["style_weights"] > 0, r
+        report(f"ComfyUI key map {r['arch']} ({r['format']}): {r['modules']} file modules, {r['canonical']} "
+               f"projected, {r['patched_weights']} weights patched ({r['slices']} as row slices), none left out")
+    assert any(r["slices"] > 0 for r in rows if r["arch"] == "flux")  # FLUX's fused qkv/linear1 by part
+
+
+def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):
+    from lib_nplora.params import UI_PARAMS
+
+    info = json.loads(comfyui.get("/object_info"))
+    for node in ("NpLoraLoader", "NpLoraSave", "NpLoraAnalyze"):
+        assert node in info, f"{node} missing; console:\n{comfyui.console()[-2000:]}"
+        assert info[node]["category"] == "loaders/NP-LoRA"
+    loader = info["NpLoraLoader"]["input"]["required"]
+    assert list(loader) == ["model", "clip"] + [p.name for p in UI_PARAMS]
+    assert C in loader["content"][0] and S in loader["style"][0]
+    assert info["NpLoraLoader"]["output"] == ["MODEL", "CLIP"]
+    ours = [line for line in comfyui.console().splitlines() if "custom_nodes/nplora" in line]
+    assert ours and not any("IMPORT FAILED" in line for line in ours)
+
+
+def test_mu_zero_is_the_stacked_lora_loader_image(comfyui, shots):
+    assert diff(shots["mu0"], shots["base"]) > 0.5  # the LoRAs change the image
+    assert np.array_equal(shots["mu0"], shots["stacked"])
+    report(f"ComfyUI: mu=0 vs two LoraLoaders: mean |diff| {diff(shots['mu0'], shots['stacked']):.3f}; "
+           f"vs base {diff(shots['mu0'], shots['base']):.2f}")
+
+
+def test_projection_changes_the_image(comfyui, shots):
+    assert diff(shots["mu05"], shots["stacked"]) > 0.1
+    report(f"ComfyUI: mu=0.5 vs stacked: mean |diff| {diff(shots['mu05'], shots['stacked']):.2f} (0..255)")
+
+
+def test_a_workflow_without_the_node_gives_the_base_image_again(comfyui, shots):
+    assert np.array_equal(shots["base_again"], shots["base"])
+
+
+def test_no_lora_key_is_left_unloaded(comfyui, shots):
+    console = comfyui.console()
+    assert "lora key not loaded" not in console
+    assert "NOT LOADED" not in console
+    assert "NP-LoRA: not loaded" not in console
+    assert "modules projected" in console
+
+
+def test_a_mu_sweep_reuses_the_inputs_and_the_style_subspace(comfyui, shots):
+    cached = "inputs from the cache, style subspace from the cache"
+    before = comfyui.console().count(cached)
+    for mu in (0.25, 1.5):
+        entry = comfyui.run(graph([nplora(mu=mu)], prefix=f"sweep{mu}"))
+        assert entry["status"]["status_str"] == "success"
+    assert comfyui.console().count(cached) == before + 2  # mu=0.5 ran before: nothing read or computed again
+
+
+def test_save_writes_a_file_the_stock_lora_loader_loads(comfyui, shots):
+    save = {"class_type": "NpLoraSave", "inputs": dict(content=C, style=S, content_weight=1.0, style_weight=1.0,
+                                                        mu=0.5, hard=False, k=0, scope="unet", method="nplora",
+                                                        file_name="nplora_e2e_saved", overwrite=False)}
+    entry = comfyui.run({"save_lora": save})
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    path = comfyui.loras / "nplora_e2e_saved.safetensors"
+    assert path.is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    block = json.loads(meta["nplora"])  # the tab's metadata: inputs (names, hashes, weights) and parameters
+    assert json.dumps(block).count(NAMES["content"]) >= 1 and json.dumps(block).count(NAMES["style"]) >= 1
+    assert meta["ss_output_name"] == "nplora_e2e_saved"
+    before = comfyui.console().count("lora key not loaded")
+    loaded = comfyui.image(comfyui.run(graph([stock(path.name)], prefix="saved")))
+    assert comfyui.console().count("lora key not loaded") == before
+    # the saved fusion (fp16 factors) renders what the loader's fusion renders, not the base or the stack
+    assert diff(loaded, shots["mu05"]) < 0.25 * diff(shots["mu05"], shots["base"])
+    report(f"ComfyUI: saved file via LoraLoader vs NP-LoRA Loader mu=0.5: mean |diff| {diff(loaded, shots['mu05']):.3f}")
+    # a second save under the same name is refused (no overwrite unless asked), the file stays
+    digest = path.read_bytes()
+    again = comfyui.run({"save_lora": save})
+    assert again["status"]["status_str"] == "error"
+    assert path.read_bytes() == digest
+    assert "exists" in json.dumps(again["status"]["messages"])
+
+
+def test_save_never_writes_over_an_input_even_with_overwrite(comfyui):
+    before = (comfyui.loras / C).read_bytes()
+    save = {"class_type": "NpLoraSave", "inputs": dict(content=C, style=S, content_weight=1.0, style_weight=1.0,
+                                                        mu=0.5, hard=False, k=0, scope="unet", method="nplora",
+                                                        file_name=NAMES["content"], overwrite=True)}
+    entry = comfyui.run({"save_lora": save})
+    assert entry["status"]["status_str"] == "error"
+    assert (comfyui.loras / C).read_bytes() == before
+
+
+def test_a_bad_name_is_a_node_error_and_the_server_stays_up(comfyui):
+    status, body = comfyui.post("/prompt", {"prompt": graph([nplora(content="no_such_lora.safetensors")])})
+    assert status == 400
+    assert "lora0" in body["node_errors"]
+    assert "no_such_lora" in json.dumps(body["node_errors"])
+    assert json.loads(comfyui.get("/system_stats"))  # still serving
+
+
+def test_a_pair_for_another_model_is_a_node_error_with_the_clear_message(comfyui, shots):
+    entry = comfyui.run(graph([nplora(content=WRONG_C, style=WRONG_S)], prefix="wrong"))
+    assert entry["status"]["status_str"] == "error"
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and errors[0]["node_type"] == "NpLoraLoader"
+    message = errors[0]["exception_message"]
+    assert WRONG_C.removesuffix(".safetensors") in message or "SDXL" in message or "sd1" in message.lower()
+    report(f"ComfyUI: wrong-model pair -> node error: {message[:160]}")
+    # and the next prompt runs
+    assert np.array_equal(comfyui.image(comfyui.run(graph(prefix="after_error"))), shots["base"])
+
+
+def test_analyze_returns_the_chart_and_the_numbers(comfyui):
+    g = {"an": {"class_type": "NpLoraAnalyze", "inputs": dict(content=C, style=S, k=0, scope="unet")},
+         "show": {"class_type": "PreviewImage", "inputs": {"images": ["an", 0]}}}
+    entry = comfyui.run(g)
+    img = comfyui.image(entry, node="show")
+    assert img.shape[0] > 50 and img.shape[1] > 300
+    assert img.std() > 5  # bars and text, not a blank picture
+
+
+def test_the_example_workflow_loads_in_the_real_frontend_and_runs(comfyui):
+    """``example_workflows/nplora_content_style.json`` in ComfyUI's own frontend (Chromium): every node
+    type is known, the NP-LoRA widgets are the parameter table's, and the prompt the frontend makes of
+    it runs (with this suite's files, at 64x64 and 2 steps)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
+    from lib_nplora.params import UI_PARAMS
+
+    text = (ROOT / "example_workflows" / "nplora_content_style.json").read_text()
+    workflow = json.loads(text.replace("subject_lora.safetensors", C).replace("style_lora.safetensors", S)
+                          .replace("v1-5-pruned-emaonly.safetensors", CKPT))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("NPLORA_CHROMIUM", "/usr/bin/chromium"),
+                                    args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1800, "height": 980})
+            page.goto(comfyui.url + "/")
+            page.wait_for_function("window.app && window.app.graph", timeout=120_000)
+            page.evaluate("wf => window.app.loadGraphData(wf, true, true, 'nplora')", workflow)
+            page.wait_for_function("window.app.graph._nodes.length > 5", timeout=60_000)
+            nodes = page.evaluate("() => window.app.graph._nodes.map(n => [n.type, (n.widgets || []).map(w => w.name)])")
+            prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+            shots = os.environ.get("NPLORA_E2E_SHOTS")
+            if shots:
+                page.screenshot(path=str(Path(shots) / "comfyui-example-workflow.png"))
+        finally:
+            browser.close()
+    widgets = dict(nodes)
+    assert widgets["NpLoraLoader"][:len(UI_PARAMS)] == [p.name for p in UI_PARAMS]
+    assert {"NpLoraLoader", "NpLoraAnalyze", "KSampler"} <= set(widgets)
+    by_type = {n["class_type"]: n for n in prompt.values()}
+    by_type["EmptyLatentImage"]["inputs"].update(width=64, height=64)
+    by_type["KSampler"]["inputs"]["steps"] = 2
+    entry = comfyui.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert any(o.get("images") for o in entry["outputs"].values())
