@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NpLoraError, ParameterError
 from ..params import BOOL_WORDS, FUSE_PARAMS, K_FULL, MAX_BLOCK_MU, MAX_WEIGHT, PARAMS, REQUEST_PARAMS, FuseParams
-from .index import check_name
+from .index import MAX_NAME, LoraNameError, check_name
 
 TAG = "nplora"
 
@@ -72,9 +72,23 @@ def _split_set(text: str) -> list[str]:
     return parts
 
 
+def _plain_name(name: str, what: str) -> str:
+    """``name`` stripped; refuses an empty, over-long or control-character name."""
+    name = name.strip()
+    if not name:
+        raise LoraNameError(f"the {what} is empty", hint="Pick a LoRA from the list")
+    if len(name) > MAX_NAME:
+        raise LoraNameError(f"the {what} is longer than {MAX_NAME} characters")
+    if any(ord(ch) < 32 for ch in name):
+        raise LoraNameError(f"the {what} {name[:40]!r} has control characters",
+                            hint="Use the LoRA's name as the LoRA list shows it")
+    return name
+
+
 def parse_set(text, what: str = "content LoRA name") -> tuple[tuple[str, float], ...]:
-    """A LoRA set's text (``"dog + hat*0.5"``) -> ((name, weight), ...), each name checked
-    (``index.check_name``), each weight finite and within ``MAX_WEIGHT``.
+    """A LoRA set's text (``"dog + hat*0.5"``) -> ((name, weight), ...), each name plain text
+    (``_plain_name``; whether it is a listed name, not a path, is the index's check when it is
+    resolved: ComfyUI's list names hold folders), each weight finite and within ``MAX_WEIGHT``.
 
     Raises:
         LoraNameError: a name that is empty or looks like a path; ParameterError: a bad weight,
@@ -99,7 +113,7 @@ def parse_set(text, what: str = "content LoRA name") -> tuple[tuple[str, float],
             if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
                 raise ParameterError(f"the weight of {name.strip()[:40]!r} in {what} must be a number between "
                                      f"-{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {weight.strip()[:20]!r}")
-        name = check_name(name, what)
+        name = _plain_name(name, what)
         if any(n == name for n, _ in out):
             raise ParameterError(f"{name!r} is given twice in the {what}s", hint="Give each LoRA once, with one weight")
         out.append((name, w))

@@ -100,9 +100,10 @@ class FusionService:
                                                                         for e in styles]
 
     def load_inputs(self, index: LoraIndex, request: FusionRequest, arch: str | None = None):
-        """The first content and the first style read through the cache (``load_all`` reads all)."""
+        """The first content and the first style (``LoraSet``s) read through the cache (``load_all``
+        reads all, with their weights)."""
         contents, styles = self.load_all(index, request, arch)
-        return contents[0], styles[0]
+        return contents[0][0], styles[0][0]
 
     def load_all(self, index: LoraIndex, request: FusionRequest, arch: str | None = None):
         """Every input read through the cache, for ``arch`` when given (the loaded model's):

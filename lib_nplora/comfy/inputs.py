@@ -3,7 +3,7 @@ inverse: a node's keyword arguments -> ``FusionRequest``.
 
 ComfyUI input types by the field's kind (never by its name): "lora" -> the LoRA list (a COMBO),
 "number" -> FLOAT over the widget's range, "flag" -> BOOLEAN, "choice" -> COMBO, "rank" -> INT with
-0 = the style's full rank. Fields without a widget (``energy``) are left out, as in the tab.
+0 = the style's full rank, "blocks" (per-block mu, ``"IN:0.2,OUT:hard"``) -> STRING. Fields without a widget (``energy``) are left out, as in the tab.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def input_type(p: Param, loras: list[str], defaults: FuseParams | None = None) -
         return ("BOOLEAN", dict(tip, default=bool(value)))
     if p.kind == "choice":
         return (list(p.choices), dict(tip, default=value))
+    if p.kind == "blocks":
+        return ("STRING", dict(tip, default=value or "", multiline=False))
     return ("INT", dict(tip, default=0 if value is None else int(value), min=0, max=MAX_K,
                         tooltip=p.doc + "; 0 = full"))
 

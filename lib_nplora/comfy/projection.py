@@ -6,7 +6,7 @@ NP-LoRA changes only the content's down factor of a paired module::
 
 with V_k (n, kk) the style's basis from the shared cache (``cache.Caches.bases``: computed once per
 style file and k, reused by every mu, as in the WebUI) and the pairing from ``fusion.merge.plan_fusion``
-(which modules are projected, the same errors). The ComfyUI host hands ComfyUI the style LoRA
+(which modules are projected, each one's c with per-block mu, the same errors). The ComfyUI host hands ComfyUI the style LoRA
 unchanged and the content LoRA with these down factors, so ``up_c @ A_c'`` at strength wc plus the
 style at strength ws is ``fuse``'s result, and mu = 0 (no module projected) is the stock LoRA stack.
 """
@@ -36,8 +36,8 @@ def projected_downs(content: LoraSet, style: LoraSet, params: FuseParams, caches
     names = sorted(plan.projected)
     if not names:
         return {}, False
-    key = ("comfy-projected", content.sha256, content.arch, style.sha256, params.c, params.k, params.energy,
-           params.scope, params.method, str(device))
+    key = ("comfy-projected", content.sha256, content.arch, style.sha256, params.c, params.block_mu, params.k,
+           params.energy, params.scope, params.method, str(device))
 
     computed = False
 
@@ -48,10 +48,11 @@ def projected_downs(content: LoraSet, style: LoraSet, params: FuseParams, caches
         computed = caches.stats().misses > misses  # the style's entry was not kept: it was computed
         out: dict[str, torch.Tensor] = {}
         with linalg.float32_math():
-            for _, chunk in pair_batches(names, style.modules, content.modules):
+            # one suppression strength per batch: per-block mu gives modules their group's c (plan.c)
+            for _, chunk in pair_batches(names, style.modules, content.modules, split=plan.c.__getitem__):
                 a = stack([content.modules[n].factors.down for n in chunk], device)   # (G, r_c, n)
                 v = torch.stack([bases[n].v for n in chunk]).to(a.device)          # (G, n, kk)
-                projected = linalg.project_out(a, v, params.c)
+                projected = linalg.project_out(a, v, plan.c[chunk[0]])
                 out.update({n: projected[i].cpu() for i, n in enumerate(chunk)})
         return out, sum(t.numel() * t.element_size() for t in out.values())
 
