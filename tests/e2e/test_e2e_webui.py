@@ -179,7 +179,7 @@ def test_text_encoder_fusion_refreshes_the_conditioning(webui, shots):
 
 def test_hires_pass_gets_the_fusion(webui):
     hires = dict(enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.6, hr_second_pass_steps=2)
-    if webui.host == "forge":  # Forge's API needs its hires-module choice (None breaks its sampler)
+    if webui.forge:  # Forge's API needs its hires-module choice (None breaks its sampler)
         hires["hr_additional_modules"] = ["Use same choices"]
     both, _, _ = one(webui, f"{PROMPT} {TAG}", **hires)
     first_only, _, _ = one(webui, f"{PROMPT} {TAG}", hr_prompt=PROMPT, **hires)

@@ -51,8 +51,10 @@ def a1111_model() -> torch.nn.Module:
 
 def forge_model() -> dict[str, torch.Tensor]:
     root = Path.cwd()
-    # the paths Forge itself adds (modules/paths.py, modules_forge/initialization.py)
-    sys.path[:0] = [str(root), str(root / "repositories" / "huggingface_guess"), str(root / "packages_3rdparty")]
+    # the paths Forge itself adds (modules/paths.py, modules_forge/initialization.py): Forge main
+    # clones huggingface_guess into repositories/, Forge Neo ships it in modules_forge/packages/
+    sys.path[:0] = [str(root), str(root / "repositories" / "huggingface_guess"), str(root / "packages_3rdparty"),
+                    str(root / "modules_forge" / "packages")]
     sys.argv[1:] = ["--always-cpu"]  # backend.args parses the command line when imported
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel

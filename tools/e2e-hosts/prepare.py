@@ -65,7 +65,8 @@ def host_kind(webui: Path) -> str:
 def requirement_lines(webui: Path, torch_spec: str) -> tuple[list[str], list[str]]:
     """The host's pinned requirements with the deviations this environment needs, and the notes."""
     lines, notes = [], []
-    for raw in (webui / "requirements_versions.txt").read_text().splitlines():
+    req_file = requirements_file(webui)
+    for raw in req_file.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -79,6 +80,20 @@ def requirement_lines(webui: Path, torch_spec: str) -> tuple[list[str], list[str
         else:
             lines.append(line)
     return lines, notes
+
+
+def requirements_file(webui: Path) -> Path:
+    """A1111 and Forge main pin everything in requirements_versions.txt; Forge Neo and Classic in requirements.txt."""
+    for name in ("requirements_versions.txt", "requirements.txt"):
+        if (webui / name).is_file():
+            return webui / name
+    sys.exit(f"{webui} has neither requirements_versions.txt nor requirements.txt")
+
+
+def gradio_packages(webui: Path) -> list[str]:
+    """Forge Neo and Classic install gradio apart from their requirements (launch_utils' GRADIO_PACKAGE)."""
+    m = re.search(r"GRADIO_PACKAGE['\"],\s*['\"]([^'\"]+)['\"]", (webui / "modules" / "launch_utils.py").read_text())
+    return m.group(1).split() if m else []
 
 
 TORCHVISION_GUARD = ("@(torch.library.register_fake if torchvision.extension._has_ops() "
@@ -109,7 +124,7 @@ def fix_torchvision(py: Path) -> str | None:
 
 def clip_commit(webui: Path) -> str | None:
     """The openai/CLIP commit the host's launch_utils.py installs (its CLIP_PACKAGE archive URL)."""
-    m = re.search(r"CLIP_PACKAGE',\s*\"[^\"]*/archive/([0-9a-f]{40})\.zip", (webui / "modules" / "launch_utils.py").read_text())
+    m = re.search(r"CLIP_PACKAGE['\"],\s*\"[^\"]*/archive/([0-9a-f]{40})\.zip", (webui / "modules" / "launch_utils.py").read_text())
     return m.group(1) if m else None
 
 
@@ -139,6 +154,11 @@ def make_venv(webui: Path, python: str, torch_spec: str, torchvision_spec: str, 
         run([python, "-m", "venv", venv])
     run([py, "-m", "pip", "install", *pip_args, torch_spec, torchvision_spec])
     lines, notes = requirement_lines(webui, torch_spec)
+    gradio = gradio_packages(webui)
+    if gradio:  # as the launcher does: gradio alone first, then the requirements (Neo pins Pillow 11.3, gradio 4.40 wants < 11)
+        run([py, "-m", "pip", "install", *pip_args, *gradio, torchvision_spec])
+        notes.append(f"{' '.join(gradio)}: the launcher's GRADIO_PACKAGE, installed before {requirements_file(webui).name} "
+                     "in its own pip call, as the launcher does (pip then reports the conflicts the host has)")
     req = venv / "nplora-e2e-requirements.txt"
     req.write_text("\n".join(lines) + "\n")
     # keep torch as installed: the requirements must not pull another build
