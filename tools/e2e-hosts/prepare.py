@@ -79,6 +79,10 @@ def requirement_lines(webui: Path, torch_spec: str) -> tuple[list[str], list[str
             notes.append(f"{line} -> {torch_spec} (installed first)")
         else:
             lines.append(line)
+    if not any(re.match(r"setuptools\b", line) for line in lines):
+        # Forge Classic pins none: torch pulls the newest, which has no pkg_resources (CLIP's setup.py needs it)
+        lines.append("setuptools>=77.0.3,<81")
+        notes.append(f"setuptools>=77.0.3,<81 added ({req_file.name} pins none; CLIP's setup.py imports pkg_resources)")
     return lines, notes
 
 
