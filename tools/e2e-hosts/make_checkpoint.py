@@ -119,8 +119,27 @@ def ldm_patched_model() -> dict[str, torch.Tensor]:
     clip = sd1_clip.SD1ClipModel()
     vae = ldm_sd.VAE(sd={})
     for m in (model.diffusion_model, clip, vae.first_stage_model):
+        torch_default_init(m)  # ldm_patched's layers skip initialisation (its ops.disable_weight_init)
         fill_zero_weights(m)
     return model.state_dict_for_saving(clip.state_dict(), vae.first_stage_model.state_dict())
+
+
+def torch_default_init(model: torch.nn.Module) -> None:
+    """PyTorch's own default initialisation for every layer, also where the model code's layer
+    classes override ``reset_parameters`` to do nothing (ComfyUI-style ``disable_weight_init``
+    ops: their weights would stay uninitialised memory); other parameters get N(0, 0.02)."""
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.GroupNorm,
+             torch.nn.LayerNorm, torch.nn.Embedding)
+    done = set()
+    with torch.no_grad():
+        for m in model.modules():
+            base = next((k for k in kinds if isinstance(m, k)), None)
+            if base is not None:
+                base.reset_parameters(m)
+                done.update(id(p) for p in m.parameters(recurse=False))
+        for _, p in model.named_parameters():
+            if id(p) not in done and p.is_floating_point():
+                p.normal_(0.0, 0.02)
 
 
 def fill_zero_weights(model: torch.nn.Module) -> int:
