@@ -67,6 +67,7 @@ class PatchState:
     ident: str
     report: Applied
     in_slot: bool = True  # patched went into forge_objects_after_applying_lora (not None there)
+    online: bool = False  # the patches' online mode (the builtin's rule at the time)
 
 
 @dataclass
@@ -206,7 +207,8 @@ class Adapter(HostAdapter):
         self.check_patcher(base.unet)
         ident = IDENT_PREFIX + fused.digest
         st = self._state(sd_model) or getattr(sd_model, LAST_ATTR, None)
-        if st is not None and same_parts(st.base, base) and st.ident == ident:
+        online = self.online_mode(base)
+        if st is not None and same_parts(st.base, base) and st.ident == ident and st.online == online:
             new, report = st.patched, st.report  # same fusion, same base: the same patcher objects
         else:
             new, report = self.patched_objects(base, fused, ident)
@@ -216,7 +218,7 @@ class Adapter(HostAdapter):
         current = getattr(sd_model, "forge_objects", None)
         if current is not None:  # the hires conditioning is computed from forge_objects directly
             current.unet, current.clip = new.unet, new.clip
-        state = PatchState(base, new, ident, report, in_slot)
+        state = PatchState(base, new, ident, report, in_slot, online)
         setattr(sd_model, STATE_ATTR, state)
         setattr(sd_model, LAST_ATTR, state)
         return Applied(report.ident, report.modules, report.touches_text_encoder, list(report.warnings))
