@@ -88,8 +88,8 @@ def ldm_patched_model() -> dict[str, torch.Tensor]:
     """Forge Classic (``ldm_patched``, no ``backend/``): its own UNet config from its shipped
     ``configs/v1-inference.yaml`` through ``model_detection.convert_config`` and
     ``model_config_from_unet_config`` (SD15), ``sd1_clip.SD1ClipModel`` from its shipped
-    ``sd1_clip_config.json``, the default SD1 ``VAE``; keys from the model config's own
-    ``state_dict_for_saving``."""
+    ``sd1_clip_config.json``, its ``VAE`` from the yaml's first-stage config; keys from the
+    model config's own ``state_dict_for_saving``."""
     from types import SimpleNamespace
 
     root = Path.cwd()
@@ -117,7 +117,10 @@ def ldm_patched_model() -> dict[str, torch.Tensor]:
         sys.exit(f"ldm_patched took configs/v1-inference.yaml for {type(config).__name__}, not SD15")
     model = config.get_model({}, "")
     clip = sd1_clip.SD1ClipModel()
-    vae = ldm_sd.VAE(sd={})
+    # its own first-stage config (given whole: from an empty state dict ldm_patched would guess the
+    # x4 upscaler's 3-level VAE, and images would come out at half size)
+    first = params["first_stage_config"]["params"]
+    vae = ldm_sd.VAE(sd={}, config={"params": {"embed_dim": first["embed_dim"], "ddconfig": first["ddconfig"]}})
     for m in (model.diffusion_model, clip, vae.first_stage_model):
         torch_default_init(m)  # ldm_patched's layers skip initialisation (its ops.disable_weight_init)
         fill_zero_weights(m)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Prepare a WebUI checkout (AUTOMATIC1111 or Forge) for the end-to-end suite in tests/e2e.
+"""Prepare a WebUI checkout (AUTOMATIC1111, Forge main, Forge Neo or Forge Classic) for tests/e2e.
 
-Run with the Python the host's venv should use (3.11 for A1111 1.10.1 and Forge main)::
+Run with the Python the host's venv should use (3.11 for all four)::
 
     python3.11 tools/e2e-hosts/prepare.py /path/to/stable-diffusion-webui \\
         --repo stable-diffusion-stability-ai=/path/to/stablediffusion \\
@@ -13,9 +13,10 @@ are given by the user (a local clone or folder, or a git URL the user chooses to
 it does, each step skipped when already done:
 
 1. ``<webui>/venv``: a venv with the torch build given by ``--torch`` (default ``torch==2.13.0``,
-   the CPU build where pip finds one) and the host's ``requirements_versions.txt``, with the
-   deviations Python 3.11 / a CPU-only torch need (printed, and listed in README.md beside this file),
-   and openai's ``clip`` package from ``--clip-package DIR`` (the host's launch installs it from an
+   the CPU build where pip finds one), the host's gradio where its launcher installs it apart
+   (``GRADIO_PACKAGE``: Neo, Classic) and the host's ``requirements_versions.txt`` (Neo, Classic:
+   ``requirements.txt``), with the deviations Python 3.11 / a CPU-only torch need (printed, and
+   listed in README.md beside this file), and openai's ``clip`` package from ``--clip-package DIR`` (the host's launch installs it from an
    archive URL; pinned commit checked).
 2. ``<webui>/repositories/<name>``: each repository the host's ``modules/launch_utils.py`` clones,
    cloned from the source given with ``--repo name=SOURCE`` and checked out at the commit that
@@ -27,6 +28,7 @@ it does, each step skipped when already done:
    from open_clip's ``bpe_simple_vocab_16e6.txt.gz`` in the host's venv (the same BPE data).
 4. ``<webui>/models/Stable-diffusion/nplora-e2e-random-sd15.safetensors``: random SD1.5 weights in
    the real checkpoint layout, made by make_checkpoint.py from the host's own model definition
+   (A1111's LDM config, Forge's and Neo's ``backend/`` classes, Classic's ``ldm_patched``)
    (or ``--ckpt FILE`` to link an existing checkpoint instead).
 
 At the end it prints the environment variables to run the suite with.
@@ -82,7 +84,8 @@ def requirement_lines(webui: Path, torch_spec: str) -> tuple[list[str], list[str
     if not any(re.match(r"setuptools\b", line) for line in lines):
         # Forge Classic pins none: torch pulls the newest, which has no pkg_resources (CLIP's setup.py needs it)
         lines.append("setuptools>=77.0.3,<81")
-        notes.append(f"setuptools>=77.0.3,<81 added ({req_file.name} pins none; CLIP's setup.py imports pkg_resources)")
+        notes.append(f"setuptools>=77.0.3,<81 added ({req_file.name} pins none; "
+                     "CLIP's setup.py imports pkg_resources)")
     return lines, notes
 
 
@@ -96,7 +99,8 @@ def requirements_file(webui: Path) -> Path:
 
 def gradio_packages(webui: Path) -> list[str]:
     """Forge Neo and Classic install gradio apart from their requirements (launch_utils' GRADIO_PACKAGE)."""
-    m = re.search(r"GRADIO_PACKAGE['\"],\s*['\"]([^'\"]+)['\"]", (webui / "modules" / "launch_utils.py").read_text())
+    src = (webui / "modules" / "launch_utils.py").read_text()
+    m = re.search(r"GRADIO_PACKAGE['\"],\s*['\"]([^'\"]+)['\"]", src)
     return m.group(1).split() if m else []
 
 
@@ -159,10 +163,11 @@ def make_venv(webui: Path, python: str, torch_spec: str, torchvision_spec: str, 
     run([py, "-m", "pip", "install", *pip_args, torch_spec, torchvision_spec])
     lines, notes = requirement_lines(webui, torch_spec)
     gradio = gradio_packages(webui)
-    if gradio:  # as the launcher does: gradio alone first, then the requirements (Neo pins Pillow 11.3, gradio 4.40 wants < 11)
+    if gradio:  # as the launcher: gradio alone, then the requirements (Neo pins Pillow 11.3, gradio 4.40 wants < 11)
         run([py, "-m", "pip", "install", *pip_args, *gradio, torchvision_spec])
-        notes.append(f"{' '.join(gradio)}: the launcher's GRADIO_PACKAGE, installed before {requirements_file(webui).name} "
-                     "in its own pip call, as the launcher does (pip then reports the conflicts the host has)")
+        notes.append(f"{' '.join(gradio)}: the launcher's GRADIO_PACKAGE, installed before "
+                     f"{requirements_file(webui).name} in its own pip call, as the launcher does "
+                     "(pip then reports the conflicts the host has)")
     req = venv / "nplora-e2e-requirements.txt"
     req.write_text("\n".join(lines) + "\n")
     # keep torch as installed: the requirements must not pull another build
