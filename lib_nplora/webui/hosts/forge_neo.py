@@ -39,6 +39,14 @@ from . import Applied, HostError
 from .forge import IDENT_PREFIX, Adapter as ForgeAdapter
 
 MAX_CACHED_STATES = 4
+
+#: Neo's diffusion engines (``backend/diffusion_engine/*.py``) -> lib_nplora.arch names. Neo sets
+#: ``is_flux`` on Chroma, Lumina 2 and Z-Image and ``is_wan`` on Qwen-Image, so the flags cannot
+#: tell them apart; the engine class can. A name lib_nplora.arch does not know (yet) means "unknown
+#: model" (no fit check; the host's loader decides), never another architecture.
+NEO_ENGINES = {"StableDiffusion": "sd1", "StableDiffusionXL": "sdxl", "StableDiffusionXLRefiner": "sdxl_refiner",
+               "Flux": "flux", "Chroma": "chroma", "Lumina2": "lumina2", "ZImage": "zimage",
+               "QwenImage": "qwen_image", "Wan": "wan"}
 NUNCHAKU_ATTR = "_nplora_nunchaku"
 FILE_PREFIX = "nplora-"
 
@@ -66,6 +74,19 @@ class Adapter(ForgeAdapter):
         self._files_lock = threading.Lock()
 
     # ------------------------------------------------------------------ host specifics
+    def model_arch(self, sd_model=None) -> str | None:
+        """The loaded engine's architecture by its class (see ``NEO_ENGINES``)."""
+        from ...arch import ARCH_NAMES
+
+        if sd_model is None:
+            sd_model = self.current_model()
+        if sd_model is None:
+            return None
+        name = NEO_ENGINES.get(type(sd_model).__name__)
+        if name is None:  # not one of Neo's engines (a stand-in, a newer engine): the flags
+            return super().model_arch(sd_model)
+        return name if name in ARCH_NAMES else None
+
     def dynamic_args(self) -> dict:
         args = self._dynamic_args
         if args is None:
