@@ -214,3 +214,27 @@ def test_neo_engines_are_told_apart_by_class_not_flags(folder, tmp_path, engine,
         assert got == expected
     else:  # unknown today; later its own architecture, never FLUX's or SDXL's
         assert got not in ("flux", "sdxl")
+
+
+def test_classic_hires_pass_without_the_tag_runs_without_the_fusion(folder):
+    """Classic without other LoRAs: NP-LoRA writes into the live forge_objects; a hires pass whose
+    prompt has no tag must get the base patchers back (not the patched ones)."""
+    adapter, shared, sd = classic(folder)
+    fc.standin_classic_batch(shared, sd, lambda: adapter.deactivate(P(sd)))
+    before = sd.weights()
+    fused = fuse(adapter)
+    fc.standin_classic_batch(shared, sd, lambda: adapter.activate(P(sd), fused),
+                             hires_hook=lambda: adapter.deactivate(P(sd)))
+    assert sd.forge_objects.unet is sd.forge_objects_original.unet
+    assert all(torch.equal(before[k], v) for k, v in sd.weights().items())
+
+
+def test_classic_repeated_job_reuses_the_patched_unet(folder):
+    """§5b on Classic: the next job with the same tag gets the same patcher object (no reload)."""
+    adapter, shared, sd = classic(folder)
+    fused = fuse(adapter)
+    fc.standin_classic_batch(shared, sd, lambda: adapter.activate(P(sd), fused))
+    first = sd.forge_objects.unet
+    adapter.end_job(P(sd))
+    fc.standin_classic_batch(shared, sd, lambda: adapter.activate(P(sd), fused))
+    assert sd.forge_objects.unet is first

@@ -167,9 +167,14 @@ class Adapter(HostAdapter):
     def base_objects(self, sd_model):
         """The ForgeObjects without NP-LoRA for this pass."""
         current = sd_model.forge_objects_after_applying_lora
-        if current is None:  # Forge Classic while no <lora:…> is active: processing uses forge_objects
-            current = sd_model.forge_objects
         st = self._state(sd_model)
+        if current is None:  # Forge Classic while no <lora:…> is active: processing uses forge_objects
+            live = sd_model.forge_objects
+            if st is not None and same_parts(live, st.patched):
+                return st.base
+            # a snapshot: activate writes the patchers into the live object, which must not
+            # change the base (the hires pass without NP-LoRA puts the base's patchers back)
+            return live.shallow_copy()
         if st is not None and same_parts(current, st.patched):
             return st.base
         return current
