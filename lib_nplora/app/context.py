@@ -22,7 +22,7 @@ class HostContext:
     """The surroundings of the NP-LoRA UI and API.
 
     Args:
-        host: "a1111", "forge", "forge_ldm" or "standalone" (see ``host``).
+        host: "a1111", "forge", "forge_neo", "forge_ldm" or "standalone" (see ``host``).
         index: returns the current LoRA index (the host's list, or a folder).
         service: fusion, analysis and saving through the shared caches (default: a new one over
             the process-wide caches).
@@ -49,7 +49,7 @@ class HostContext:
 
     @property
     def host(self) -> str:
-        """Which host this is: "a1111", "forge", "forge_ldm" or "standalone"."""
+        """Which host this is: "a1111", "forge", "forge_neo", "forge_ldm" or "standalone"."""
         return self._host
 
     def index(self) -> LoraIndex:

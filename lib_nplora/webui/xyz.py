@@ -1,4 +1,4 @@
-"""NP-LoRA axes for the stock X/Y/Z plot script (the same ``scripts/xyz_grid.py`` on every host).
+"""NP-LoRA axes for the X/Y/Z plot script (stock ``scripts/xyz_grid.py``, or Forge Classic's ``xyz`` extension).
 
 Each axis value is stored on the cell's processing object (``p.nplora_mu`` ...); the generation
 hook reads those over the accordion's and the prompt tag's values, and an NP-LoRA axis turns
@@ -7,7 +7,8 @@ accordion or from the axes). Every cell is its own job: a mu sweep fuses once pe
 cached inputs and style bases (only the cheap projection runs again).
 
 The xyz module is loaded by the WebUI as a script file (module name ``xyz_grid.py``), not an
-importable module: it is found in ``scripts.scripts_data``. Its ``ui()`` copies ``axis_options``,
+importable module: it is found in ``scripts.scripts_data`` by what it holds (Forge Classic keeps
+it in an extension with a ``lib_xyz`` package). Its ``ui()`` copies ``axis_options``,
 so the axes are added in ``on_before_ui``; "Reload UI" re-runs that, and axes already present
 (by label) are not added twice. They are appended, never inserted: the axis dropdowns store
 indices.
@@ -35,13 +36,34 @@ ATTR_PREFIX = "nplora_"
 OVERRIDES = {ATTR_PREFIX + p.name: (p.name if p.is_param else None) for p in axis_params()}
 
 
+def is_xyz_module(module) -> bool:
+    """What the X/Y/Z plot script is, whatever its file: a module with an ``AxisOption`` class and
+    an ``axis_options`` list of axes (each with a ``label`` and an ``apply``)."""
+    options = getattr(module, "axis_options", None)
+    if not callable(getattr(module, "AxisOption", None)) or not isinstance(options, list) or not options:
+        return False
+    return all(hasattr(o, "label") and callable(getattr(o, "apply", None)) for o in options[:8])
+
+
 def find_xyz_module(scripts_data):
-    """The loaded X/Y/Z plot script's module, or None (disabled, or renamed by a fork)."""
+    """The loaded X/Y/Z plot script's module, or None (disabled, or not there).
+
+    Found by what it is (``is_xyz_module``), not by its file: A1111, Forge and Forge Neo load
+    ``scripts/xyz_grid.py``; Forge Classic moved it into ``extensions-builtin/xyz`` with its
+    ``lib_xyz`` package (``AxisOption`` from ``lib_xyz.classes``, ``axis_options`` from
+    ``lib_xyz.builtins``, both module attributes of its script). Among several candidates the one
+    loaded under the stock script's name is taken.
+    """
+    found = []
+    for data in scripts_data or ():
+        module = getattr(data, "module", None)
+        if module is not None and is_xyz_module(module) and all(module is not m for m in found):
+            found.append(module)
     for data in scripts_data or ():
         cls = getattr(data, "script_class", None)
-        if getattr(cls, "__module__", None) in XYZ_MODULE_NAMES:
-            return getattr(data, "module", None)
-    return None
+        if getattr(cls, "__module__", None) in XYZ_MODULE_NAMES and getattr(data, "module", None) in found:
+            return data.module
+    return found[0] if found else None
 
 
 def _setter(attr: str, convert: Callable):

@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HOST_VARS = {"a1111": "NPLORA_WEBUI_A1111", "forge": "NPLORA_WEBUI_FORGE"}
+HOST_VARS = {"a1111": "NPLORA_WEBUI_A1111", "forge": "NPLORA_WEBUI_FORGE",
+             "forge_neo": "NPLORA_WEBUI_FORGE_NEO", "forge_classic": "NPLORA_WEBUI_FORGE_CLASSIC"}
+#: the host adapter NP-LoRA picks on each (what /nplora/v1/status reports as its host)
+ADAPTERS = {"a1111": "a1111", "forge": "forge", "forge_neo": "forge_neo", "forge_classic": "forge_ldm"}
 REPORT: list[str] = []
 
 
@@ -53,6 +56,9 @@ class WebUI:
 
     def __init__(self, host: str, folder: Path, lora_dir: Path, log: Path):
         self.host, self.folder, self.lora_dir, self.log = host, folder, lora_dir, log
+        self.adapter = ADAPTERS[host]
+        #: a Forge of any kind (its command-line flags, its API's hires-module choice)
+        self.forge = host.startswith("forge")
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -90,14 +96,35 @@ class WebUI:
         link.symlink_to(ROOT, target_is_directory=True)
         self.linked = link
 
+    def host_flags(self) -> str:
+        """The text of the host's command-line definitions (flags differ between Forge variants)."""
+        text = ""
+        for rel in ("modules/cmd_args.py", "backend/args.py", "ldm_patched/modules/args_parser.py",
+                    "modules_forge/cmd_args.py"):
+            f = self.folder / rel
+            if f.is_file():
+                text += f.read_text(errors="replace")
+        return text
+
     def command(self) -> list[str]:
-        forge = (self.folder / "modules_forge").is_dir()
+        flags = self.host_flags()
+
+        def known(*names):  # only flags the host defines: its parser refuses the others
+            return [n for n in names if f'"{n}"' in flags or f"'{n}'" in flags]
+
+        ckpt = self.checkpoint()
         args = [self.python(), "launch.py", "--api", "--port", str(self.port),
-                "--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test",
-                "--skip-version-check", "--no-download-sd-model",
-                "--lora-dir", str(self.lora_dir), "--ckpt", str(self.checkpoint())]
-        args += ["--always-cpu", "--disable-gpu-warning"] if forge else ["--use-cpu", "all", "--no-half",
-                                                                            "--precision", "full"]
+                *known("--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test",
+                       "--skip-version-check", "--no-download-sd-model"),
+                "--lora-dir", str(self.lora_dir)]
+        if known("--ckpt"):
+            args += ["--ckpt", str(ckpt)]
+        else:  # Forge Neo: no --ckpt; it loads the first checkpoint of its folders (give one only)
+            default = (self.folder / "models" / "Stable-diffusion").resolve()
+            if ckpt.resolve().parent != default:
+                args += ["--ckpt-dirs", str(ckpt.resolve().parent)]
+        args += [*known("--always-cpu"), *known("--disable-gpu-warning")] if self.forge else \
+            ["--use-cpu", "all", "--no-half", "--precision", "full"]
         return args + shlex.split(os.environ.get("NPLORA_WEBUI_ARGS", ""))
 
     def spawn(self) -> list[str]:

@@ -86,7 +86,7 @@ def test_get_routes_need_the_api_auth_credentials(auth_webui, path):
     status, _, body = auth_webui.call("GET", path, headers=_basic(USER, PASSWORD))
     assert status == 200, body[:500]
     if path == "/nplora/v1/status":
-        assert json.loads(body)["host"] == auth_webui.host
+        assert json.loads(body)["host"] == auth_webui.adapter
 
 
 def test_a_fuse_without_credentials_writes_nothing(auth_webui):

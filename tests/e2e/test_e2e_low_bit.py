@@ -20,7 +20,7 @@ def low_bit_mode(webui) -> str | None:
     opts = webui.get("/sdapi/v1/options")
     if webui.host == "a1111" and opts.get("fp8_storage") == "Enable":
         return "fp8, fp16 cache" if opts.get("cache_fp16_weight") else "fp8"
-    if webui.host == "forge" and opts.get("forge_unet_storage_dtype", "Automatic") != "Automatic":
+    if webui.forge and opts.get("forge_unet_storage_dtype", "Automatic") != "Automatic":
         return opts["forge_unet_storage_dtype"]
     return None
 

@@ -184,3 +184,26 @@ def test_online_mode_follows_the_builtins_rule(folder):
     assert adapter.online_mode(sd.forge_objects) is False  # fp32 storage: merged, as the builtin does
     sd.forge_objects.unet.model.storage_dtype = torch.float8_e4m3fn
     assert adapter.online_mode(sd.forge_objects) is True
+
+
+def test_a_repeated_job_gets_the_same_patchers_unless_the_online_rule_changed(folder):
+    """§5b: the same fusion over the same base in the next job hands Forge the very same patcher
+    objects (its memory manager then reloads and re-merges nothing); a changed online-LoRA rule
+    builds new ones."""
+    networks = StandInNetworks(folder)
+    networks.list_available_networks()
+    args = {"online_lora": True}
+    adapter = forge_host.Adapter(networks, lora_backend=fb, dynamic_args=args, lora_dir=folder)
+    sd = fb.StandInForgeModel(UNET, TE1)
+    sd.forge_objects_original.unet.model.storage_dtype = torch.float8_e4m3fn
+    fused = fuse(adapter)
+    batch(sd, adapter, fused, fb.standin_builtin_lora)
+    first = sd.forge_objects.unet
+    adapter.end_job(P(sd))
+    batch(sd, adapter, fused, fb.standin_builtin_lora)
+    assert sd.forge_objects.unet is first
+    adapter.end_job(P(sd))
+    args["online_lora"] = False
+    batch(sd, adapter, fused, fb.standin_builtin_lora)
+    assert sd.forge_objects.unet is not first
+    assert [k[3] for k in sd.forge_objects.unet.lora_patches] == [False]

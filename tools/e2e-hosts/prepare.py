@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Prepare a WebUI checkout (AUTOMATIC1111 or Forge) for the end-to-end suite in tests/e2e.
+"""Prepare a WebUI checkout (AUTOMATIC1111, Forge main, Forge Neo or Forge Classic) for tests/e2e.
 
-Run with the Python the host's venv should use (3.11 for A1111 1.10.1 and Forge main)::
+Run with the Python the host's venv should use (3.11 for all four)::
 
     python3.11 tools/e2e-hosts/prepare.py /path/to/stable-diffusion-webui \\
         --repo stable-diffusion-stability-ai=/path/to/stablediffusion \\
@@ -13,9 +13,10 @@ are given by the user (a local clone or folder, or a git URL the user chooses to
 it does, each step skipped when already done:
 
 1. ``<webui>/venv``: a venv with the torch build given by ``--torch`` (default ``torch==2.13.0``,
-   the CPU build where pip finds one) and the host's ``requirements_versions.txt``, with the
-   deviations Python 3.11 / a CPU-only torch need (printed, and listed in README.md beside this file),
-   and openai's ``clip`` package from ``--clip-package DIR`` (the host's launch installs it from an
+   the CPU build where pip finds one), the host's gradio where its launcher installs it apart
+   (``GRADIO_PACKAGE``: Neo, Classic) and the host's ``requirements_versions.txt`` (Neo, Classic:
+   ``requirements.txt``), with the deviations Python 3.11 / a CPU-only torch need (printed, and
+   listed in README.md beside this file), and openai's ``clip`` package from ``--clip-package DIR`` (the host's launch installs it from an
    archive URL; pinned commit checked).
 2. ``<webui>/repositories/<name>``: each repository the host's ``modules/launch_utils.py`` clones,
    cloned from the source given with ``--repo name=SOURCE`` and checked out at the commit that
@@ -27,6 +28,7 @@ it does, each step skipped when already done:
    from open_clip's ``bpe_simple_vocab_16e6.txt.gz`` in the host's venv (the same BPE data).
 4. ``<webui>/models/Stable-diffusion/nplora-e2e-random-sd15.safetensors``: random SD1.5 weights in
    the real checkpoint layout, made by make_checkpoint.py from the host's own model definition
+   (A1111's LDM config, Forge's and Neo's ``backend/`` classes, Classic's ``ldm_patched``)
    (or ``--ckpt FILE`` to link an existing checkpoint instead).
 
 At the end it prints the environment variables to run the suite with.
@@ -65,7 +67,8 @@ def host_kind(webui: Path) -> str:
 def requirement_lines(webui: Path, torch_spec: str) -> tuple[list[str], list[str]]:
     """The host's pinned requirements with the deviations this environment needs, and the notes."""
     lines, notes = [], []
-    for raw in (webui / "requirements_versions.txt").read_text().splitlines():
+    req_file = requirements_file(webui)
+    for raw in req_file.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -78,7 +81,27 @@ def requirement_lines(webui: Path, torch_spec: str) -> tuple[list[str], list[str
             notes.append(f"{line} -> {torch_spec} (installed first)")
         else:
             lines.append(line)
+    if not any(re.match(r"setuptools\b", line) for line in lines):
+        # Forge Classic pins none: torch pulls the newest, which has no pkg_resources (CLIP's setup.py needs it)
+        lines.append("setuptools>=77.0.3,<81")
+        notes.append(f"setuptools>=77.0.3,<81 added ({req_file.name} pins none; "
+                     "CLIP's setup.py imports pkg_resources)")
     return lines, notes
+
+
+def requirements_file(webui: Path) -> Path:
+    """A1111 and Forge main pin everything in requirements_versions.txt; Forge Neo and Classic in requirements.txt."""
+    for name in ("requirements_versions.txt", "requirements.txt"):
+        if (webui / name).is_file():
+            return webui / name
+    sys.exit(f"{webui} has neither requirements_versions.txt nor requirements.txt")
+
+
+def gradio_packages(webui: Path) -> list[str]:
+    """Forge Neo and Classic install gradio apart from their requirements (launch_utils' GRADIO_PACKAGE)."""
+    src = (webui / "modules" / "launch_utils.py").read_text()
+    m = re.search(r"GRADIO_PACKAGE['\"],\s*['\"]([^'\"]+)['\"]", src)
+    return m.group(1).split() if m else []
 
 
 TORCHVISION_GUARD = ("@(torch.library.register_fake if torchvision.extension._has_ops() "
@@ -109,7 +132,7 @@ def fix_torchvision(py: Path) -> str | None:
 
 def clip_commit(webui: Path) -> str | None:
     """The openai/CLIP commit the host's launch_utils.py installs (its CLIP_PACKAGE archive URL)."""
-    m = re.search(r"CLIP_PACKAGE',\s*\"[^\"]*/archive/([0-9a-f]{40})\.zip", (webui / "modules" / "launch_utils.py").read_text())
+    m = re.search(r"CLIP_PACKAGE['\"],\s*\"[^\"]*/archive/([0-9a-f]{40})\.zip", (webui / "modules" / "launch_utils.py").read_text())
     return m.group(1) if m else None
 
 
@@ -139,6 +162,12 @@ def make_venv(webui: Path, python: str, torch_spec: str, torchvision_spec: str, 
         run([python, "-m", "venv", venv])
     run([py, "-m", "pip", "install", *pip_args, torch_spec, torchvision_spec])
     lines, notes = requirement_lines(webui, torch_spec)
+    gradio = gradio_packages(webui)
+    if gradio:  # as the launcher: gradio alone, then the requirements (Neo pins Pillow 11.3, gradio 4.40 wants < 11)
+        run([py, "-m", "pip", "install", *pip_args, *gradio, torchvision_spec])
+        notes.append(f"{' '.join(gradio)}: the launcher's GRADIO_PACKAGE, installed before "
+                     f"{requirements_file(webui).name} in its own pip call, as the launcher does "
+                     "(pip then reports the conflicts the host has)")
     req = venv / "nplora-e2e-requirements.txt"
     req.write_text("\n".join(lines) + "\n")
     # keep torch as installed: the requirements must not pull another build

@@ -7,8 +7,11 @@ One adapter per host family, each in its own module:
 * ``forge``     Forge (lllyasviel main, ``backend/``): patches on cloned UNet/CLIP patchers under a
                 unique identifier, swapped into ``forge_objects_after_applying_lora`` and taken
                 out again after the job;
-* ``forge_ldm`` old Forge and reForge (``ldm_patched``): the same swap, with patches built by
-                the host's own ``ldm_patched`` LoRA loader.
+* ``forge_neo`` Forge Neo (``backend/`` with per-architecture LoRA code): the same swap, the
+                patches built by Neo's builtin ``load_lora_for_models`` (its Z-Image key
+                conversion, its mismatch rule); Nunchaku models by file, as Neo does;
+* ``forge_ldm`` old Forge, reForge and Forge Classic (``ldm_patched``): the same swap, with
+                patches built by the host's own ``ldm_patched`` LoRA loader.
 
 The host is recognised by what it can do (a Forge patcher backend importable, or the A1111
 network apply path), never by a version string. Every adapter has the interface of
@@ -27,7 +30,10 @@ from ...errors import NpLoraError
 from ...fused import FusedLora
 from ...app.index import DirectoryIndex, LoraEntry
 
-HOSTS = ("a1111", "forge", "forge_ldm")
+HOSTS = ("a1111", "forge", "forge_neo", "forge_ldm")
+
+#: Forge Neo's per-architecture LoRA code (any one of them marks the Neo backend)
+NEO_LORA_MODULES = ("backend.nn._z_lora", "backend.nn._qwen_lora", "backend.nn.svdq")
 
 
 class HostError(NpLoraError, RuntimeError):
@@ -119,15 +125,18 @@ def _has_module(name: str, find_spec) -> bool:
 
 
 def detect(find_spec=importlib.util.find_spec) -> str | None:
-    """Which adapter fits the running WebUI: "a1111", "forge", "forge_ldm", or None.
+    """Which adapter fits the running WebUI: "a1111", "forge", "forge_neo", "forge_ldm", or None.
 
     By capability: a Forge backend (``modules_forge``) with the ``backend.patcher.lora`` patch
-    system is "forge"; one with ``ldm_patched``'s LoRA loader is "forge_ldm" (old Forge,
-    reForge); a WebUI (``modules``) without a Forge backend applies LoRAs through A1111's
-    network path.
+    system is "forge", "forge_neo" when it also has Neo's per-architecture LoRA code
+    (``NEO_LORA_MODULES``); one with ``ldm_patched``'s LoRA loader is "forge_ldm" (old Forge,
+    reForge, Forge Classic); a WebUI (``modules``) without a Forge backend applies LoRAs
+    through A1111's network path.
     """
     if _has_module("modules_forge", find_spec):
         if _has_module("backend.patcher.lora", find_spec):
+            if any(_has_module(m, find_spec) for m in NEO_LORA_MODULES):
+                return "forge_neo"
             return "forge"
         if _has_module("ldm_patched.modules.lora", find_spec):
             return "forge_ldm"
@@ -203,7 +212,7 @@ def create(name: str | None = None, **kwargs) -> HostAdapter:
     name = name or detect()
     if name not in HOSTS:
         raise HostError("this WebUI is not one NP-LoRA knows how to patch",
-                        hint="NP-LoRA supports AUTOMATIC1111 1.x, Forge and reForge")
+                        hint="NP-LoRA supports AUTOMATIC1111 1.x, Forge, Forge Neo, Forge Classic and reForge")
     try:
         networks = kwargs.pop("networks", None) or importlib.import_module("networks")
     except ImportError:

@@ -10,14 +10,20 @@ the patches of every identifier in ``patcher.lora_patches``.
 
 So NP-LoRA, after every extra network activated (each pass, hires included):
 
-* takes the *base*: the current ``forge_objects_after_applying_lora``, or the one it replaced if
-  the current one is NP-LoRA's own (the builtin's early return hands it back);
+* takes the *base*: the current ``forge_objects_after_applying_lora`` (or ``forge_objects`` where
+  that is None: Forge Classic leaves it None while no ``<lora:…>`` is active), or the one it
+  replaced if the current one is NP-LoRA's own (the builtin's early return hands it back);
 * clones the base UNet and CLIP patchers and adds the fused LoRA's patches under the identifier
   ``nplora:<digest>`` (unique to inputs + parameters, so a changed mu re-merges);
 * puts the clones into ``forge_objects_after_applying_lora`` and ``forge_objects`` (the hires
   conditioning reads the latter) and remembers (base, patched) on the model object;
 * after the job, or when a pass runs without NP-LoRA, puts the base back: the next load of the
   base patcher restores the exact backed-up weights.
+
+The patched objects of the last fusion are kept on the model object after the job: a repeated
+generation with the same fusion over the same base hands the host the very same patcher objects,
+so its memory manager finds them loaded and nothing is cloned, re-patched or re-merged (what the
+builtin's early return gives stacked ``<lora:…>``).
 
 Patches are built by the host's own loader (``backend.patcher.lora``: its key maps and
 ``load_lora``) from the fused LoRA in kohya form (``formats.writer.to_state_dict``), so every
@@ -42,6 +48,14 @@ from . import Applied, HostAdapter, HostError
 MAX_CACHED_PATCHES = 4
 IDENT_PREFIX = "nplora:"
 STATE_ATTR = "_nplora_state"
+LAST_ATTR = "_nplora_last"
+PARTS = ("unet", "clip", "vae", "clipvision")
+
+
+def same_parts(a, b) -> bool:
+    """Two ForgeObjects hold the very same patchers (Classic copies the objects every batch)."""
+    return a is b or (a is not None and b is not None
+                      and all(getattr(a, n, None) is getattr(b, n, None) for n in PARTS))
 
 
 @dataclass
@@ -52,6 +66,8 @@ class PatchState:
     patched: object     # the ForgeObjects NP-LoRA put in its place
     ident: str
     report: Applied
+    in_slot: bool = True  # patched went into forge_objects_after_applying_lora (not None there)
+    online: bool = False  # the patches' online mode (the builtin's rule at the time)
 
 
 @dataclass
@@ -152,46 +168,64 @@ class Adapter(HostAdapter):
         """The ForgeObjects without NP-LoRA for this pass."""
         current = sd_model.forge_objects_after_applying_lora
         st = self._state(sd_model)
-        if st is not None and current is st.patched:
+        if current is None:  # Forge Classic while no <lora:…> is active: processing uses forge_objects
+            live = sd_model.forge_objects
+            if st is not None and same_parts(live, st.patched):
+                return st.base
+            # a snapshot: activate writes the patchers into the live object, which must not
+            # change the base (the hires pass without NP-LoRA puts the base's patchers back)
+            return live.shallow_copy()
+        if st is not None and same_parts(current, st.patched):
             return st.base
         return current
 
+    def patched_objects(self, base, fused: FusedLora, ident: str):
+        """Clones of the base patchers with the fusion's patches under ``ident``: (ForgeObjects,
+        Applied); HostError when the model takes none of them."""
+        built = self.patches_for(fused, base)
+        online = self.online_mode(base)
+        unet, unet_keys = self.add_patches(base.unet, built.patches, ident, online)
+        clip, clip_keys = (None, set()) if base.clip is None else self.add_patches(
+            base.clip, built.patches, ident, online)
+        if not unet_keys and not clip_keys:
+            raise HostError("none of the fused modules fits the loaded model",
+                            hint="Check that both LoRAs were made for the loaded checkpoint's base model")
+        new = base.shallow_copy()
+        new.unet = unet if unet_keys else base.unet
+        new.clip = clip if clip_keys else base.clip
+        warnings = []
+        if built.unmatched:
+            warnings.append(f"{len(built.unmatched)} of {len(built.modules)} module(s) have no weight in "
+                            f"this model and were skipped (first: {built.unmatched[0]})")
+        skipped = set(built.patches) - unet_keys - clip_keys
+        if skipped:
+            warnings.append(f"{len(skipped)} patch(es) were refused by the model and skipped "
+                            f"(first: {sorted(map(str, skipped))[0]})")
+        return new, Applied(ident, len(unet_keys) + len(clip_keys), bool(clip_keys), warnings)
+
     def activate(self, p, fused: FusedLora) -> Applied:
         sd_model = getattr(p, "sd_model", None) or self.current_model()
-        if getattr(sd_model, "forge_objects_after_applying_lora", None) is None:
+        if getattr(sd_model, "forge_objects_after_applying_lora", None) is None and \
+                getattr(sd_model, "forge_objects", None) is None:
             raise HostError("the loaded model has no Forge objects", hint="Load a checkpoint first")
         base = self.base_objects(sd_model)
         self.check_patcher(base.unet)
         ident = IDENT_PREFIX + fused.digest
-        st = self._state(sd_model)
-        if st is not None and st.base is base and st.ident == ident:
-            new, report = st.patched, st.report  # same fusion, same base: keep the patchers
+        st = self._state(sd_model) or getattr(sd_model, LAST_ATTR, None)
+        online = self.online_mode(base)
+        if st is not None and same_parts(st.base, base) and st.ident == ident and st.online == online:
+            new, report = st.patched, st.report  # same fusion, same base: the same patcher objects
         else:
-            built = self.patches_for(fused, base)
-            online = self.online_mode(base)
-            unet, unet_keys = self.add_patches(base.unet, built.patches, ident, online)
-            clip, clip_keys = (None, set()) if base.clip is None else self.add_patches(
-                base.clip, built.patches, ident, online)
-            if not unet_keys and not clip_keys:
-                raise HostError("none of the fused modules fits the loaded model",
-                                hint="Check that both LoRAs were made for the loaded checkpoint's base model")
-            new = base.shallow_copy()
-            new.unet = unet if unet_keys else base.unet
-            new.clip = clip if clip_keys else base.clip
-            warnings = []
-            if built.unmatched:
-                warnings.append(f"{len(built.unmatched)} of {len(built.modules)} module(s) have no weight in "
-                                f"this model and were skipped (first: {built.unmatched[0]})")
-            skipped = set(built.patches) - unet_keys - clip_keys
-            if skipped:
-                warnings.append(f"{len(skipped)} patch(es) were refused by the model and skipped "
-                                f"(first: {sorted(map(str, skipped))[0]})")
-            report = Applied(ident, len(unet_keys) + len(clip_keys), bool(clip_keys), warnings)
-        sd_model.forge_objects_after_applying_lora = new
+            new, report = self.patched_objects(base, fused, ident)
+        in_slot = sd_model.forge_objects_after_applying_lora is not None
+        if in_slot:
+            sd_model.forge_objects_after_applying_lora = new
         current = getattr(sd_model, "forge_objects", None)
         if current is not None:  # the hires conditioning is computed from forge_objects directly
             current.unet, current.clip = new.unet, new.clip
-        setattr(sd_model, STATE_ATTR, PatchState(base, new, ident, report))
+        state = PatchState(base, new, ident, report, in_slot, online)
+        setattr(sd_model, STATE_ATTR, state)
+        setattr(sd_model, LAST_ATTR, state)
         return Applied(report.ident, report.modules, report.touches_text_encoder, list(report.warnings))
 
     def deactivate(self, p) -> None:
@@ -200,7 +234,7 @@ class Adapter(HostAdapter):
         st = self._state(sd_model)
         if st is None:
             return
-        if sd_model.forge_objects_after_applying_lora is st.patched:
+        if st.in_slot and sd_model.forge_objects_after_applying_lora is st.patched:
             sd_model.forge_objects_after_applying_lora = st.base
         current = getattr(sd_model, "forge_objects", None)
         if current is not None:

@@ -1,4 +1,9 @@
-"""Old Forge (``ldm_patched``, up to 0.0.17) and reForge: patches on cloned ``ldm_patched`` patchers.
+"""Old Forge (``ldm_patched``, up to 0.0.17), reForge and Forge Classic: patches on cloned
+``ldm_patched`` patchers.
+
+Forge Classic (Haoming02's ``classic`` branch) is built on old Forge's ``ldm_patched`` backend;
+its builtin leaves ``forge_objects_after_applying_lora`` None while no ``<lora:…>`` is active
+and processing then uses ``forge_objects`` as it is (``hosts.forge`` handles both).
 
 These hosts keep Forge's object swap (``forge_objects_after_applying_lora``, an early return in the
 builtin when the ``<lora:…>`` set did not change), so the swap of ``hosts.forge`` applies as is.
