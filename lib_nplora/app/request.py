@@ -85,10 +85,14 @@ def _plain_name(name: str, what: str) -> str:
     return name
 
 
-def parse_set(text, what: str = "content LoRA name") -> tuple[tuple[str, float], ...]:
-    """A LoRA set's text (``"dog + hat*0.5"``) -> ((name, weight), ...), each name plain text
-    (``_plain_name``; whether it is a listed name, not a path, is the index's check when it is
-    resolved: ComfyUI's list names hold folders), each weight finite and within ``MAX_WEIGHT``.
+def parse_set(text, what: str = "content LoRA name", *, plain: bool = True) -> tuple[tuple[str, float], ...]:
+    """A LoRA set's text (``"dog + hat*0.5"``) -> ((name, weight), ...), each weight finite and
+    within ``MAX_WEIGHT``.
+
+    ``plain``: each name must be a plain name (``index.check_name``: no path), as in a prompt tag, a
+    REST body or an X/Y/Z cell. False: only non-empty text without control characters
+    (``_plain_name``), for a request whose names the index that resolves it checks (ComfyUI's list
+    names hold folders: ``styles/ink.safetensors``).
 
     Raises:
         LoraNameError: a name that is empty or looks like a path; ParameterError: a bad weight,
@@ -113,7 +117,7 @@ def parse_set(text, what: str = "content LoRA name") -> tuple[tuple[str, float],
             if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
                 raise ParameterError(f"the weight of {name.strip()[:40]!r} in {what} must be a number between "
                                      f"-{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {weight.strip()[:20]!r}")
-        name = _plain_name(name, what)
+        name = check_name(name, what) if plain else _plain_name(name, what)
         if any(n == name for n, _ in out):
             raise ParameterError(f"{name!r} is given twice in the {what}s", hint="Give each LoRA once, with one weight")
         out.append((name, w))
@@ -161,12 +165,12 @@ class FusionRequest:
     @property
     def contents(self) -> tuple[tuple[str, float], ...]:
         """The content LoRAs as (name, own weight), in order."""
-        return parse_set(self.content, "content LoRA name")
+        return parse_set(self.content, "content LoRA name", plain=False)
 
     @property
     def styles(self) -> tuple[tuple[str, float], ...]:
         """The style LoRAs as (name, own weight), in order."""
-        return parse_set(self.style, "style LoRA name")
+        return parse_set(self.style, "style LoRA name", plain=False)
 
     @classmethod
     def of_sets(cls, contents, styles, params: FuseParams | None = None, source: str = "ui") -> "FusionRequest":

@@ -46,7 +46,7 @@ MAX_CACHED_STATES = 4
 #: model" (no fit check; the host's loader decides), never another architecture.
 NEO_ENGINES = {"StableDiffusion": "sd1", "StableDiffusionXL": "sdxl", "StableDiffusionXLRefiner": "sdxl_refiner",
                "Flux": "flux", "Chroma": "chroma", "Lumina2": "lumina2", "ZImage": "zimage",
-               "QwenImage": "qwen_image", "Wan": "wan"}
+               "QwenImage": "qwenimage", "Wan": "wan"}
 NUNCHAKU_ATTR = "_nplora_nunchaku"
 FILE_PREFIX = "nplora-"
 
