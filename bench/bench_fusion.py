@@ -1,7 +1,9 @@
 """Fusion speed and memory, as ratios against baselines measured in the same run.
 
 For SD1.5-, SDXL- and FLUX-shaped LoRA pairs (the module sets kohya's trainers write, random
-fp16 factors) at ranks 8, 32 and 128 it measures:
+fp16 factors) at ranks 8, 32 and 128, and Z-Image-, Qwen-Image- and FLUX.2-shaped pairs (every
+linear of the transformer blocks, as ai-toolkit and musubi-tuner train them; written in the
+original-checkpoint names, fused qkv) it measures:
 
 * floor        reading both input files and writing a concatenated LoRA of the same size, no math;
 * cold         NP-LoRA from the two files to the written fused file, fresh caches (CLI path);
@@ -17,7 +19,8 @@ fp16 factors) at ranks 8, 32 and 128 it measures:
                SVDs (full_matrices=False, kinder to the baseline) is reported too.
 
 Run (about 45 minutes on 2 CPU cores, most of it the dense reference for FLUX):
-    .venv/bin/python bench/bench_fusion.py                   # everything, prints a Markdown table
+    .venv/bin/python bench/bench_fusion.py                   # SD1.5, SDXL, FLUX; prints a Markdown table
+    .venv/bin/python bench/bench_fusion.py --arch zimage qwenimage flux2 --rank 32
     .venv/bin/python bench/bench_fusion.py --arch sdxl --rank 32 --device cuda
 Timings are medians of repeated runs; nothing here is asserted by the tests.
 """
@@ -63,13 +66,17 @@ def module_set(arch: str) -> list[archmod.ModuleSpec]:
         elif arch == "sd1" and comp == "te":
             if ".self_attn." in path or ".mlp." in path:
                 out.append(spec)
-        elif arch == "flux" and comp == "unet":
-            if path.startswith(("double_blocks.", "single_blocks.")):
+        elif arch in DIT_BLOCKS and comp == "unet":
+            if path.startswith(DIT_BLOCKS[arch]):
                 out.append(spec)
     return out
 
 
-LABEL = {"sd1": "SD1.5 UNet+TE", "sdxl": "SDXL UNet", "flux": "FLUX DiT"}
+#: The transformer blocks of each DiT (their every linear is in the LoRA).
+DIT_BLOCKS = {"flux": ("double_blocks.", "single_blocks."), "zimage": ("layers.", "noise_refiner.", "context_refiner."),
+              "qwenimage": ("transformer_blocks.",), "flux2": ("double_blocks.", "single_blocks.")}
+LABEL = {"sd1": "SD1.5 UNet+TE", "sdxl": "SDXL UNet", "flux": "FLUX DiT", "zimage": "Z-Image DiT",
+         "qwenimage": "Qwen-Image DiT", "flux2": "FLUX.2-dev DiT"}
 
 
 def make_file(path: Path, arch: str, specs, rank: int, seed: int) -> int:
@@ -193,7 +200,8 @@ def gpu_seconds(c_path, s_path, repeat: int) -> float | None:
     return median_time(run, repeat)
 
 
-def bench(arch: str, rank: int, workdir: Path, repeat: int, dense_cache: dict, device=None) -> dict:
+def bench(arch: str, rank: int, workdir: Path, repeat: int, dense_cache: dict, device=None,
+          dense: bool = True) -> dict:
     specs = module_set(arch)
     c_path, s_path = workdir / f"{arch}_r{rank}_content.safetensors", workdir / f"{arch}_r{rank}_style.safetensors"
     out_path, floor_path = workdir / "fused.safetensors", workdir / "floor.safetensors"
@@ -211,7 +219,9 @@ def bench(arch: str, rank: int, workdir: Path, repeat: int, dense_cache: dict, d
                        repeat)
     out_bytes = out_path.stat().st_size
     peak = peak_memory(c_path, s_path, out_path)
-    if arch not in dense_cache:
+    if not dense:
+        dense_cache.setdefault(arch, ((None, 0), (None, 0)))
+    elif arch not in dense_cache:
         dense_cache[arch] = (dense_reference_seconds(arch, specs, full=True),
                              dense_reference_seconds(arch, specs, full=False))
     (dense, shapes), (dense_reduced, _) = dense_cache[arch]
@@ -222,6 +232,13 @@ def bench(arch: str, rank: int, workdir: Path, repeat: int, dense_cache: dict, d
             "output_mib": out_bytes / 2 ** 20, "floor_s": floor, "cold_s": cold, "cold_mem_s": cold_mem,
             "warm_mu_s": warm, "dense_s": dense, "dense_reduced_s": dense_reduced, "dense_shapes": shapes, "peak_mib": peak / 2 ** 20,
             "peak_ratio": peak / (in_bytes + out_bytes), "gpu_s": gpu}
+
+
+def _dense(r: dict, key: str) -> str:
+    """A dense-reference cell: seconds (×floor; ×cold), or "not run" (``--no-dense``)."""
+    if r[key] is None:
+        return "not run"
+    return f"{r[key]:.0f} ({r[key] / r['floor_s']:.0f}×; {r[key] / r['cold_s']:.0f}×)"
 
 
 def table(rows: list[dict]) -> str:
@@ -240,8 +257,7 @@ def table(rows: list[dict]) -> str:
             f"| {fl:.3f} | {r['cold_s']:.3f} ({r['cold_s'] / fl:.2f}×) "
             f"| {r['cold_mem_s']:.3f} ({r['cold_mem_s'] / fl:.2f}×) "
             f"| {r['warm_mu_s']:.3f} ({r['warm_mu_s'] / fl:.2f}×; {r['warm_mu_s'] / r['cold_mem_s']:.2f}×) "
-            f"| {r['dense_s']:.0f} ({r['dense_s'] / fl:.0f}×; {r['dense_s'] / r['cold_s']:.0f}×) "
-            f"| {r['dense_reduced_s']:.0f} ({r['dense_reduced_s'] / fl:.0f}×; {r['dense_reduced_s'] / r['cold_s']:.0f}×) "
+            f"| {_dense(r, 'dense_s')} | {_dense(r, 'dense_reduced_s')} "
             f"| {r['peak_mib']:.0f} ({r['peak_ratio']:.2f}×) |")
     gpu = [r for r in rows if r.get("gpu_s") is not None]
     if gpu:
@@ -255,11 +271,14 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="NP-LoRA fusion benchmark")
-    ap.add_argument("--arch", nargs="*", default=["sd1", "sdxl", "flux"], choices=["sd1", "sdxl", "flux"])
+    ap.add_argument("--arch", nargs="*", default=["sd1", "sdxl", "flux"], choices=list(LABEL),
+                    help="default: %(default)s; the DiT rows (zimage, qwenimage, flux2) are run at rank 32")
     ap.add_argument("--rank", nargs="*", type=int, default=[8, 32, 128])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default=None, help="cpu (default) or cuda for the fusion math")
     ap.add_argument("--json", default=None, help="also write the raw figures here")
+    ap.add_argument("--no-dense", action="store_true",
+                    help="skip the dense reference (minutes per shape on a CPU): its cells read 'not run'")
     ap.add_argument("--workdir", default=None, help="where the temporary LoRA files go")
     ap.add_argument("--from-json", default=None, help="print the table of figures saved by --json; measure nothing")
     ns = ap.parse_args()
@@ -271,7 +290,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=ns.workdir) as d:
         for a in ns.arch:
             for r in ns.rank:
-                row = bench(a, r, Path(d), ns.repeat, dense_cache, ns.device)
+                row = bench(a, r, Path(d), ns.repeat, dense_cache, ns.device, dense=not ns.no_dense)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     cpu = platform.processor() or platform.machine()

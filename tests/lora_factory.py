@@ -1,6 +1,7 @@
 """Build real LoRA .safetensors files for the tests, with the module names and shapes of SD1.5,
-SDXL and FLUX as the committed architecture tables list them (generated from the real
-diffusers / transformers model classes by tools/gen_arch_tables.py).
+SDXL, FLUX and the DiTs (Z-Image, Qwen-Image, FLUX.2, Chroma) as the committed architecture
+tables list them (generated from the real diffusers / transformers model classes by
+tools/gen_arch_tables.py).
 
 Key names are written here from the naming conventions of each trainer family, independently
 of the library's own name resolution, so that reading them back tests that resolution:
@@ -9,7 +10,14 @@ of the library's own name resolution, so that reading them back tests that resol
   FLUX: BFL fused names), ``lora_te_`` / ``lora_te1_`` / ``lora_te2_`` / ``lora_te3_`` + HF path;
 * peft: the dotted diffusers pipeline name + ``.lora_A.weight`` / ``.lora_B.weight``, no alpha;
 * ldm: ``diffusion_model.`` + the original path (ComfyUI saves);
+* ldm-peft: ``diffusion_model.`` + the diffusers path + ``lora_A/lora_B`` (ai-toolkit's Z-Image /
+  Qwen-Image / FLUX.2 saves);
+* kohya-split: ``lora_unet_`` + the underscored diffusers path (kohya-style trainers that wrap
+  the diffusers model: Z-Image ``lora_unet_layers_0_attention_to_q``);
+* lycoris: ``lycoris_`` + the underscored diffusers path (SimpleTuner);
 * xlabs: ``double_blocks.N.processor.qkv_lora1.down.weight`` ...
+
+The formats that spell diffusers names write a fused parent as its split parts.
 
 Each file comes with its ground truth: per canonical (split) module the float64 factors and
 scale, so tests can rebuild the exact dense updates.
@@ -40,6 +48,19 @@ def rows_by_name(arch: str) -> dict[str, dict]:
     return {r["name"]: r for r in table(arch)}
 
 
+#: Architectures whose tables list the denoiser only (text encoders are generic in the library).
+DITS = ("zimage", "qwenimage", "flux2", "chroma")
+#: Formats that spell diffusers names (fused parents are written as their parts).
+SPLIT_FORMATS = ("peft", "ldm-peft", "kohya-split", "lycoris")
+
+
+def text_encoder_row(path: str, shape: tuple[int, int], component: str = "te1", pipeline: str = "text_encoder") -> dict:
+    """A row for a DiT text-encoder linear (Qwen3, Qwen2.5-VL, ...), which has no table: the
+    library names it ``<component>.<flattened path>``; its diffusers name is ``<pipeline>.<path>``."""
+    return {"name": f"{component}.{flat(path)}", "kind": "linear", "shape": list(shape),
+            "aliases": [f"{pipeline}.{path}"]}
+
+
 def flat(s: str) -> str:
     return s.replace(".", "_")
 
@@ -63,7 +84,8 @@ def select(arch: str, which: str = "attn", components=("unet",), limit: int | No
         comp = r["name"].split(".", 1)[0]
         if comp not in components or ":" in r["name"] or r["kind"] == "norm":
             continue
-        if which == "attn" and not (is_attention(r["name"]) or (arch == "flux" and "_attn." in r["name"])):
+        dit_attn = arch in ("flux",) + DITS and any(a in r["name"] for a in ("_attn.", ".attn.", ".attention."))
+        if which == "attn" and not (is_attention(r["name"]) or dit_attn):
             continue
         if which == "linear" and r["kind"] != "linear":
             continue
@@ -125,9 +147,11 @@ def make_lora(path, arch: str, rows: list[dict], *, fmt: str = "kohya", rank: in
               seed: int = 0, dtype=torch.float32, kind: str = "lora", metadata: dict | None = None) -> Made:
     """Write a LoRA file with one module per row; return its ground truth per canonical module.
 
-    fmt: "kohya", "peft", "ldm" (``diffusion_model.`` dotted), "xlabs" (FLUX attention only).
+    fmt: "kohya", "peft", "ldm" (``diffusion_model.`` dotted), "xlabs" (FLUX attention only),
+        "ldm-peft", "kohya-split", "lycoris" (see the module docstring).
     kind: "lora" (LoCon for conv rows), "tucker" (conv rows), "loha", "lokr".
-    For FLUX in "peft" format the fused parents are written as their split parts.
+    In the formats that spell diffusers names (SPLIT_FORMATS) fused parents are written as their
+    split parts.
     """
     path = Path(path)
     g = torch.Generator().manual_seed(seed)
@@ -135,7 +159,7 @@ def make_lora(path, arch: str, rows: list[dict], *, fmt: str = "kohya", rank: in
     made = Made(path, arch)
     for row in rows:
         targets = [row]
-        if fmt == "peft" and row.get("parts"):
+        if fmt in SPLIT_FORMATS and row.get("parts"):
             targets = parts_of(arch, row)
         for t in targets:
             _add_module(sd, made, arch, t, fmt, rank, alpha, g, dtype, kind)
@@ -175,8 +199,16 @@ def _add_module(sd, made, arch, row, fmt, rank, alpha, g, dtype, kind):
         key = peft_key(arch, row)
     elif fmt == "xlabs":
         key = _xlabs_key(row["name"])
+    elif fmt == "ldm-peft":
+        key = "diffusion_model." + peft_key(arch, row).split(".", 1)[1]
+    elif fmt == "kohya-split":
+        key = "lora_unet_" + flat(peft_key(arch, row).split(".", 1)[1])
+    elif fmt == "lycoris":
+        key = "lycoris_" + flat(peft_key(arch, row).split(".", 1)[1])
     else:
         raise ValueError(fmt)
+    if fmt in ("kohya-split", "lycoris", "ldm-peft", "ldm") and not row["name"].startswith("unet."):
+        key = kohya_key(arch, row)  # text encoders keep the kohya spelling in these families
 
     if kind == "lora" or (kind == "tucker" and not conv):
         up, down = _factors(g, out, inn, rank)
@@ -229,12 +261,14 @@ def _add_module(sd, made, arch, row, fmt, rank, alpha, g, dtype, kind):
 
 
 def _put(sd, key, fmt, up, down, alpha, dtype):
-    if fmt in ("kohya", "ldm"):
+    if key.startswith("lora_te"):
+        fmt = "kohya"
+    if fmt in ("kohya", "ldm", "kohya-split", "lycoris"):
         sd[f"{key}.lora_down.weight"] = down.contiguous()
         sd[f"{key}.lora_up.weight"] = up.contiguous()
         if alpha is not None:
             sd[f"{key}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
-    elif fmt == "peft":
+    elif fmt in ("peft", "ldm-peft"):
         sd[f"{key}.lora_A.weight"] = down.reshape(down.shape[0], -1).contiguous() if down.dim() == 2 else down.contiguous()
         sd[f"{key}.lora_B.weight"] = up.contiguous()
     elif fmt == "xlabs":
@@ -248,6 +282,32 @@ def _xlabs_key(name: str) -> str:
     table_ = {"img_attn.qkv": "qkv_lora1", "txt_attn.qkv": "qkv_lora2",
               "img_attn.proj": "proj_lora1", "txt_attn.proj": "proj_lora2"}
     return f"{block}.{idx}.processor.{table_[rest]}"
+
+
+def read_output(path, arch: str, extra_rows=()) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(up * alpha/rank, down) float64 per canonical (split) module of a written kohya file, mapped
+    by this factory's own key spelling (not the library's); ``extra_rows``: rows outside the
+    table (``text_encoder_row``)."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    names = {kohya_key(arch, r): r for r in list(table(arch)) + list(extra_rows) if ":" not in r["name"]}
+    out = {}
+    for key in {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd}:
+        row = names[key]
+        down = sd[f"{key}.lora_down.weight"].double()
+        r = down.shape[0]
+        up = (float(sd[f"{key}.alpha"]) / r) * sd[f"{key}.lora_up.weight"].double().reshape(-1, r)
+        down = down.reshape(r, -1)
+        if row.get("parts"):
+            offset = 0
+            for part in parts_of(arch, row):
+                n = part["shape"][0]
+                out[part["name"]] = (up[offset:offset + n], down)
+                offset += n
+        else:
+            out[row["name"]] = (up, down)
+    return out
 
 
 def dense_fused(style: Truth | None, content: Truth | None, ws: float, wc: float, c: float,

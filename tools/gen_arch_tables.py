@@ -1,4 +1,4 @@
-"""Generate lib_nplora/arch/tables/{sd1,sd2,sdxl,flux}.json from the real model classes.
+"""Generate lib_nplora/arch/tables/*.json from the real model classes.
 
 The UNets / DiT and text encoders are instantiated on the meta device (no weights, no download)
 from the published configs written below; every Linear, Conv2d and (for the SD models) affine
@@ -7,12 +7,23 @@ UNets, BFL layout for FLUX, HF transformers layout for text encoders) and its di
 name. ``--check`` runs diffusers' own original->diffusers checkpoint converters on a fake
 checkpoint built from the tables and asserts that every module lands where the table says.
 
-Developer tool, not needed at run time. Needs (in a throw-away venv), with transformers 4.x:
-transformers 5 dropped the ``text_model.`` level of CLIPTextModel that every LoRA trainer's
-names contain (``lora_te1_text_model_encoder_layers_0_…``):
+The DiT tables (``DIT_MODELS``: Z-Image, Qwen-Image, FLUX.2, Chroma) list the denoiser only:
+their text encoders (Qwen2.5-VL, Qwen3, Mistral, T5, ...) are read as generic passthrough
+modules (see ``lib_nplora.arch``), so they need no table. Each DiT row's canonical name is the
+original checkpoint path (the one ComfyUI and Forge Neo hold the model under), its aliases the
+diffusers path; where the original fuses projections that diffusers splits, the fused weight
+is a parent with row-sliced parts. ``--check`` also runs diffusers' single-file converters and
+its LoRA converters (original / kohya LoRA -> diffusers) on fake inputs built from the tables.
+
+Developer tool, not needed at run time. Two throw-away venvs:
+* SD1/SD2/SDXL/FLUX (text encoders need transformers 4.x: transformers 5 dropped the
+  ``text_model.`` level of CLIPTextModel that every LoRA trainer's names contain):
     pip install torch==2.13.0 diffusers==0.31.0 transformers==4.46.1 huggingface-hub==0.26.2 accelerate
-Run from the repository root:
-    python tools/gen_arch_tables.py [--check]
+    python tools/gen_arch_tables.py --arch sd1 sd2 sdxl flux [--check]
+* the DiTs (classes that exist from diffusers 0.36 on):
+    pip install torch==2.13.0 diffusers==0.42.1 transformers accelerate
+    python tools/gen_arch_tables.py --arch zimage qwenimage flux2 chroma [--check]
+Run from the repository root.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -134,16 +147,22 @@ _FLUX_SWAPPED = {"norm_out.linear"}
 FLUX_PARTS = {"img_attn.qkv": ("q", "k", "v"), "txt_attn.qkv": ("q", "k", "v"), "linear1": ("q", "k", "v", "mlp")}
 
 
-def bfl_path(path: str) -> str:
-    if path in _FLUX_TOP:
-        return _FLUX_TOP[path]
+def bfl_like_path(path: str, top: dict, double: dict, single: dict, label: str) -> str:
+    """BFL path of a diffusers double/single-stream DiT module, from the model's three maps
+    (top-level modules, inside ``transformer_blocks.N``, inside ``single_transformer_blocks.N``)."""
+    if path in top:
+        return top[path]
     p = path.split(".")
     rest = ".".join(p[2:])
     if p[0] == "transformer_blocks":
-        return f"double_blocks.{p[1]}.{_FLUX_DOUBLE[rest]}"
+        return f"double_blocks.{p[1]}.{double[rest]}"
     if p[0] == "single_transformer_blocks":
-        return f"single_blocks.{p[1]}.{_FLUX_SINGLE[rest]}"
-    raise ValueError(f"unmapped FLUX module {path}")
+        return f"single_blocks.{p[1]}.{single[rest]}"
+    raise ValueError(f"unmapped {label} module {path}")
+
+
+def bfl_path(path: str) -> str:
+    return bfl_like_path(path, _FLUX_TOP, _FLUX_DOUBLE, _FLUX_SINGLE, "FLUX")
 
 
 # ---------------------------------------------------------------------------- building
@@ -182,57 +201,186 @@ def text_rows(prefix: str, pipeline: str, cfg: dict, with_projection=False, t5=F
     return rows
 
 
-def flux_rows():
-    from diffusers import FluxTransformer2DModel
+def dit_rows(model, to_original, parts_order: dict[str, tuple[str, ...]], swapped=frozenset()) -> list[dict]:
+    """Rows of a DiT denoiser: canonical ``unet.<original path>``, alias ``transformer.<diffusers path>``.
+
+    ``to_original`` maps a diffusers module path to its original-checkpoint path, or to
+    ``parent:part`` where the original holds it as a row slice of a fused weight; the parent
+    rows are added (shape = the parts stacked in ``parts_order[parent suffix]``), each followed
+    by its parts in row order. ``swapped``: diffusers paths whose halves are swapped against the
+    original (AdaLayerNormContinuous: shift/scale).
+    """
+    rows = []
+    parts: dict[str, dict[str, list]] = {}
+    for p, kind, shape in _layers(model, with_norms=False):
+        name = f"unet.{to_original(p)}"
+        extra = {"swapped_halves_aliases": [f"transformer.{p}"]} if p in swapped else {}
+        row = _row(name, kind, shape, [f"transformer.{p}"], **extra)
+        if ":" in name:
+            parent, part = name.split(":")
+            if parent not in parts:
+                parts[parent] = {}
+                rows.append(parent)  # placeholder: the parent goes where its first part was
+            parts[parent][part] = row
+        else:
+            rows.append(row)
+    out = []
+    for r in rows:
+        if isinstance(r, dict):
+            out.append(r)
+            continue
+        got = parts[r]
+        suffix = next(k for k in parts_order if r.endswith("." + k))
+        order = parts_order[suffix]
+        assert set(got) == set(order), (r, sorted(got), order)
+        ins = {tuple(got[n]["shape"][1:]) for n in order}
+        assert len(ins) == 1, f"{r}: parts with different input sizes"
+        out.append(_row(r, "linear", [sum(got[n]["shape"][0] for n in order), *ins.pop()], [],
+                        parts=[[n, got[n]["shape"][0]] for n in order]))
+        out += [got[n] for n in order]
+    return out
+
+
+def _meta_model(cls_name: str, cfg: dict):
+    import diffusers
 
     with torch.device("meta"):
-        model = FluxTransformer2DModel(**FLUX_DEV)
-    parts: dict[str, list] = {}
-    rows = []
-    for p, kind, shape in _layers(model, with_norms=False):
-        name = f"unet.{bfl_path(p)}"
-        extra = {"swapped_halves_aliases": [f"transformer.{p}"]} if p in _FLUX_SWAPPED else {}
-        rows.append(_row(name, kind, shape, [f"transformer.{p}"], **extra))
-        if ":" in name:
-            parts.setdefault(name.split(":")[0], []).append((name.split(":")[1], shape))
-    out = []
-    done = set()
-    for r in rows:
-        parent = r["name"].split(":")[0]
-        if ":" in r["name"] and parent not in done:
-            ps = parts[parent]
-            order = FLUX_PARTS[parent.split(".", 3)[-1]]
-            ps.sort(key=lambda x: order.index(x[0]))
-            assert len({s[1] for _, s in ps}) == 1
-            out.append(_row(parent, "linear", [sum(s[0] for _, s in ps), ps[0][1][1]], [],
-                            parts=[[n, s[0]] for n, s in ps]))
-            done.add(parent)
-        out.append(r)
-    # parts in row order right after their parent
-    final, pending = [], {}
-    for r in out:
-        if ":" in r["name"]:
-            pending.setdefault(r["name"].split(":")[0], []).append(r)
-        else:
-            final.append(r)
-    result = []
-    for r in final:
-        result.append(r)
-        if r.get("parts"):
-            byname = {x["name"]: x for x in pending[r["name"]]}
-            result += [byname[f"{r['name']}:{n}"] for n, _ in r["parts"]]
-    return result
+        return getattr(diffusers, cls_name)(**cfg)
 
 
-def build() -> dict[str, list]:
-    return {
-        "sd1": sd_unet_rows(SD15_UNET) + text_rows("te", "text_encoder", CLIP_L),
-        "sd2": sd_unet_rows(SD21_UNET) + text_rows("te", "text_encoder", SD2_TE),
-        "sdxl": sd_unet_rows(SDXL_UNET) + text_rows("te1", "text_encoder", CLIP_L)
+def flux_rows():
+    return dit_rows(_meta_model("FluxTransformer2DModel", FLUX_DEV), bfl_path, FLUX_PARTS, _FLUX_SWAPPED)
+
+
+# ---------------------------------------------------------------------------- the DiTs
+# Each config is the model's published transformer/config.json (repository named in `source`);
+# the fields that do not change a weight's shape (rope axes, theta, eps, t_scale) are left at
+# the class defaults. The generator also asserts that each equals the diffusers class default
+# where diffusers uses that model's config as its default, so a drift shows.
+Z_IMAGE_TURBO = dict(all_patch_size=[2], all_f_patch_size=[1], in_channels=16, dim=3840, n_layers=30,
+                     n_refiner_layers=2, n_heads=30, n_kv_heads=30, qk_norm=True, cap_feat_dim=2560)
+QWEN_IMAGE = dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
+                  num_attention_heads=24, joint_attention_dim=3584, guidance_embeds=False)
+FLUX2_DEV = dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=48, attention_head_dim=128,
+                 num_attention_heads=48, joint_attention_dim=15360, timestep_guidance_channels=256,
+                 mlp_ratio=3.0, guidance_embeds=True)
+CHROMA1_HD = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                  num_attention_heads=24, joint_attention_dim=4096, approximator_num_channels=64,
+                  approximator_hidden_dim=5120, approximator_layers=5)
+
+
+def zimage_path(path: str) -> str:
+    """Z-Image (Tongyi-MAI) original path of a diffusers ZImageTransformer2DModel module (the
+    inverse of diffusers' ``convert_z_image_transformer_checkpoint_to_diffusers``)."""
+    for a, b in (("all_x_embedder.2-1", "x_embedder"), ("all_final_layer.2-1.", "final_layer.")):
+        if path.startswith(a):
+            return b + path[len(a):]
+    head, _, last = path.rpartition(".")
+    if head.endswith(".attention") and last in ("to_q", "to_k", "to_v"):
+        return f"{head}.qkv:{last[-1]}"
+    if path.endswith(".attention.to_out.0"):
+        return path[: -len("to_out.0")] + "out"
+    return path
+
+
+_FLUX2_DOUBLE = {
+    "attn.to_q": "img_attn.qkv:q", "attn.to_k": "img_attn.qkv:k", "attn.to_v": "img_attn.qkv:v",
+    "attn.add_q_proj": "txt_attn.qkv:q", "attn.add_k_proj": "txt_attn.qkv:k", "attn.add_v_proj": "txt_attn.qkv:v",
+    "attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj",
+    "ff.linear_in": "img_mlp.0", "ff.linear_out": "img_mlp.2",
+    "ff_context.linear_in": "txt_mlp.0", "ff_context.linear_out": "txt_mlp.2",
+}
+_FLUX2_SINGLE = {"attn.to_qkv_mlp_proj": "linear1", "attn.to_out": "linear2"}
+_FLUX2_TOP = {
+    "x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear",
+    "norm_out.linear": "final_layer.adaLN_modulation.1",
+    "time_guidance_embed.timestep_embedder.linear_1": "time_in.in_layer",
+    "time_guidance_embed.timestep_embedder.linear_2": "time_in.out_layer",
+    "time_guidance_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+    "time_guidance_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
+    "double_stream_modulation_img.linear": "double_stream_modulation_img.lin",
+    "double_stream_modulation_txt.linear": "double_stream_modulation_txt.lin",
+    "single_stream_modulation.linear": "single_stream_modulation.lin",
+}
+FLUX2_PARTS = {"img_attn.qkv": ("q", "k", "v"), "txt_attn.qkv": ("q", "k", "v")}
+
+
+def flux2_path(path: str) -> str:
+    """BFL FLUX.2 path of a diffusers Flux2Transformer2DModel module (the inverse of
+    ``convert_flux2_transformer_checkpoint_to_diffusers``). The single blocks' linear1 is fused
+    (q, k, v, MLP gate+up) in both layouts, so it has no parts."""
+    return bfl_like_path(path, _FLUX2_TOP, _FLUX2_DOUBLE, _FLUX2_SINGLE, "FLUX.2")
+
+
+_CHROMA_TOP = {"x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear"}
+
+
+def chroma_path(path: str) -> str:
+    """Chroma (lodestones) original path of a diffusers ChromaTransformer2DModel module (the
+    inverse of ``convert_chroma_transformer_checkpoint_to_diffusers``): FLUX.1's BFL layout
+    without the per-block modulation, plus the distilled guidance approximator."""
+    if path in _CHROMA_TOP:
+        return _CHROMA_TOP[path]
+    if path.startswith("distilled_guidance_layer."):
+        return path.replace(".linear_1", ".in_layer").replace(".linear_2", ".out_layer")
+    return bfl_path(path)
+
+
+@dataclass(frozen=True)
+class DitModel:
+    cls: str
+    config: dict
+    source: str
+    to_original: Callable[[str], str]
+    parts: dict = field(default_factory=dict)
+    swapped: frozenset = frozenset()
+
+
+DIT_MODELS = {
+    "zimage": DitModel("ZImageTransformer2DModel", Z_IMAGE_TURBO,
+                       "Tongyi-MAI/Z-Image-Turbo transformer/config.json", zimage_path,
+                       {"attention.qkv": ("q", "k", "v")}),
+    "qwenimage": DitModel("QwenImageTransformer2DModel", QWEN_IMAGE,
+                          "Qwen/Qwen-Image transformer/config.json (Qwen-Image-Edit, -2509, -2511: same shapes)",
+                          lambda p: p),  # released in the diffusers layout: ComfyUI/Neo keep it
+    "flux2": DitModel("Flux2Transformer2DModel", FLUX2_DEV, "black-forest-labs/FLUX.2-dev transformer/config.json",
+                      flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
+    "chroma": DitModel("ChromaTransformer2DModel", CHROMA1_HD, "lodestones/Chroma1-HD transformer/config.json",
+                       chroma_path, FLUX_PARTS),
+}
+
+
+def dit_model_rows(arch: str) -> list[dict]:
+    import inspect
+
+    import diffusers
+
+    m = DIT_MODELS[arch]
+    defaults = {k: v.default for k, v in inspect.signature(getattr(diffusers, m.cls).__init__).parameters.items()}
+    drift = {k: (v, defaults.get(k)) for k, v in m.config.items()
+             if k in defaults and _norm(defaults[k]) != _norm(v)}
+    if drift:
+        print(f"note {arch}: config differs from the diffusers {m.cls} defaults: {drift}")
+    return dit_rows(_meta_model(m.cls, m.config), m.to_original, m.parts, m.swapped)
+
+
+def _norm(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+SD_FLUX = ("sd1", "sd2", "sdxl", "flux")
+
+
+def build(arches) -> dict[str, list]:
+    makers = {
+        "sd1": lambda: sd_unet_rows(SD15_UNET) + text_rows("te", "text_encoder", CLIP_L),
+        "sd2": lambda: sd_unet_rows(SD21_UNET) + text_rows("te", "text_encoder", SD2_TE),
+        "sdxl": lambda: sd_unet_rows(SDXL_UNET) + text_rows("te1", "text_encoder", CLIP_L)
         + text_rows("te2", "text_encoder_2", CLIP_G, with_projection=True),
-        "flux": flux_rows() + text_rows("te1", "text_encoder", CLIP_L)
+        "flux": lambda: flux_rows() + text_rows("te1", "text_encoder", CLIP_L)
         + text_rows("te3", "text_encoder_2", T5_XXL, t5=True),
     }
+    return {a: (makers[a]() if a in makers else dit_model_rows(a)) for a in arches}
 
 
 def write(tables: dict[str, list]) -> None:
@@ -252,8 +400,13 @@ def write(tables: dict[str, list]) -> None:
                 key = (comp, n.split(".", 1)[1].replace(".", "_"))
                 assert flat.setdefault(key, r["name"]) == r["name"], f"{arch}: {n} collides with {flat[key]}"
         lines = [json.dumps(r, separators=(",", ":")) for r in rows]
-        text = ('{"arch":%s,"generator":"tools/gen_arch_tables.py","versions":%s,"modules":[\n%s\n]}\n'
-                % (json.dumps(arch), json.dumps(versions, sort_keys=True), ",\n".join(lines)))
+        model = ""
+        if arch in DIT_MODELS:
+            m = DIT_MODELS[arch]
+            model = '"class":%s,"config_source":%s,"config":%s,' % (
+                json.dumps(m.cls), json.dumps(m.source), json.dumps(m.config, sort_keys=True))
+        text = ('{"arch":%s,"generator":"tools/gen_arch_tables.py","versions":%s,%s"modules":[\n%s\n]}\n'
+                % (json.dumps(arch), json.dumps(versions, sort_keys=True), model, ",\n".join(lines)))
         (OUT / f"{arch}.json").write_text(text)
         kinds = {}
         for r in rows:
@@ -263,7 +416,7 @@ def write(tables: dict[str, list]) -> None:
 
 
 # ---------------------------------------------------------------------------- checks
-def check(tables: dict[str, list]) -> int:
+def check_sd_flux(tables: dict[str, list]) -> int:
     """Run diffusers' own converters on fake original-layout checkpoints built from the tables.
 
     Every weight gets shape (rows, 1) holding a unique id per module plus the row index, so the
@@ -347,11 +500,154 @@ def check(tables: dict[str, list]) -> int:
     return failures
 
 
+def _ids(i: int, n: int) -> torch.Tensor:
+    """Rows of module i: unique float64 values i * 10^6 + row."""
+    return i * 1_000_000 + torch.arange(n, dtype=torch.float64)
+
+
+def _expected(rows: list[dict]) -> tuple[dict[str, int], dict[str, tuple[int, int, int, bool]]]:
+    """(original path -> module id) for the weights a checkpoint holds, and
+    (diffusers path -> (id, first row, rows, halves swapped)) for where each must land."""
+    byname = {r["name"]: r for r in rows}
+    ids, expect = {}, {}
+    for i, r in enumerate(rows):
+        if ":" in r["name"]:
+            continue
+        ids[r["name"][len("unet."):]] = i
+        if r.get("parts"):
+            off = 0
+            for pn, n in r["parts"]:
+                part = byname[f"{r['name']}:{pn}"]
+                expect[part["aliases"][0][len("transformer."):]] = (i, off, n, False)
+                off += n
+        else:
+            expect[r["aliases"][0][len("transformer."):]] = (i, 0, r["shape"][0], bool(r.get("swapped_halves_aliases")))
+    return ids, expect
+
+
+def _compare(label: str, got: dict[str, torch.Tensor], expect: dict, suffix: str, ignore=()) -> int:
+    bad, unswapped = [], []
+    for k, (i, off, n, swapped) in expect.items():
+        want = _ids(i, off + n)[off:]
+        if swapped:
+            want = torch.cat([want[n // 2:], want[: n // 2]])
+        t = got.get(k + suffix)
+        if t is None or not torch.equal(t.flatten().double(), want):
+            plain = _ids(i, off + n)[off:]
+            (unswapped if swapped and t is not None and torch.equal(t.flatten().double(), plain) else bad).append(k)
+    extra = [k for k in got if k.endswith(suffix) and k[: -len(suffix)] not in expect
+             and not any(x in k for x in ignore)]
+    print(f"check {label}: {len(expect)} modules, {len(bad)} misplaced/misordered, {len(extra)} unexpected"
+          + (f"; halves not swapped by this converter: {unswapped}" if unswapped else ""))
+    for k in (bad + extra)[:5]:
+        print("   ", k)
+    return len(bad) + len(extra)
+
+
+def _run_filling(fn, ckpt: dict, limit: int = 5000):
+    """Call a single-file converter, adding the norm scales/biases it asks for (KeyError) as zeros:
+    the tables hold only the weights a LoRA can target."""
+    for _ in range(limit):
+        try:
+            return fn(dict(ckpt))
+        except KeyError as e:
+            key = e.args[0]
+            if not isinstance(key, str) or key in ckpt:
+                raise
+            ckpt[key] = torch.zeros(128, dtype=torch.float64)
+    raise RuntimeError("converter kept asking for keys")
+
+
+_SINGLE_FILE = {"zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
+                "flux2": "convert_flux2_transformer_checkpoint_to_diffusers",
+                "chroma": "convert_chroma_transformer_checkpoint_to_diffusers"}
+#: diffusers LoRA converters: (function, key family, original paths it does not convert). Families:
+#: "ldm" = diffusion_model.<original path> + lora_A/B; "kohya" = lora_unet_<flat original path>
+#: + lora_down/up/alpha; "kohya-split" = lora_unet_<flat diffusers path> (trainers that wrap
+#: the diffusers model with kohya naming).
+_LORA_CONVERTERS = {
+    "zimage": [("_convert_non_diffusers_z_image_lora_to_diffusers", "kohya-split", ())],
+    "qwenimage": [("_convert_non_diffusers_qwen_lora_to_diffusers", "kohya", ()),
+                  ("_convert_non_diffusers_qwen_lora_to_diffusers", "ldm", ())],
+    "flux2": [("_convert_non_diffusers_flux2_lora_to_diffusers", "ldm", ()),
+              # diffusers 0.42.1 logs these as "Unsupported keys for Kohya Flux2 LoRA conversion"
+              ("_convert_kohya_flux2_lora_to_diffusers", "kohya",
+               ("guidance_in.", "double_stream_modulation_", "single_stream_modulation.", "final_layer.adaLN"))],
+}
+
+
+def check_dit(arch: str, rows: list[dict]) -> int:
+    """The DiT table against diffusers' single-file converter (original checkpoint -> diffusers)
+    and its LoRA converters (original / kohya LoRA keys -> diffusers PEFT keys)."""
+    from diffusers.loaders import lora_conversion_utils as lcu
+    from diffusers.loaders import single_file_utils as sfu
+
+    failures = 0
+    ids, expect = _expected(rows)
+    byname = {r["name"][len("unet."):]: r for r in rows}
+    # diffusers path -> original path (parts: the parent's), to filter by original prefixes
+    byname_alias = {r["aliases"][0][len("transformer."):]: r["name"][len("unet."):].split(":")[0]
+                    for r in rows if r["aliases"]}
+    if arch in _SINGLE_FILE:
+        ckpt = {}
+        for path, i in ids.items():
+            n = byname[path]["shape"][0]
+            ckpt[path + ".weight"] = _ids(i, n)[:, None]
+            ckpt[path + ".bias"] = _ids(i, n)
+        out = _run_filling(getattr(sfu, _SINGLE_FILE[arch]), ckpt)
+        failures += _compare(f"{arch} single-file {_SINGLE_FILE[arch]}", out, expect, ".weight",
+                             ignore=("norm_q", "norm_k", "norm_added", "norms.", "norm_final", "pad_token"))
+    for fn, family, unsupported in _LORA_CONVERTERS.get(arch, ()):
+        sd = {}
+        want = {k: v for k, v in expect.items()
+                if not any(byname_alias.get(k, "").startswith(u) for u in unsupported)}
+        for path, i in ids.items():
+            r = byname[path]
+            if any(path.startswith(u) for u in unsupported):
+                continue
+            if family == "kohya-split":
+                off = 0
+                for pn, n in r.get("parts") or [(None, r["shape"][0])]:
+                    spelled = byname[f"{path}:{pn}" if pn else path]["aliases"][0][len("transformer."):]
+                    key = "lora_unet_" + spelled.replace(".", "_")
+                    sd[key + ".lora_down.weight"] = torch.ones(1, 1, dtype=torch.float64)
+                    sd[key + ".lora_up.weight"] = _ids(i, off + n)[off:, None]
+                    sd[key + ".alpha"] = torch.tensor(1.0, dtype=torch.float64)
+                    off += n
+                continue
+            up = _ids(i, r["shape"][0])[:, None]
+            down = torch.ones(1, 1, dtype=torch.float64)
+            if family == "ldm":
+                sd[f"diffusion_model.{path}.lora_A.weight"] = down
+                sd[f"diffusion_model.{path}.lora_B.weight"] = up
+            else:
+                key = "lora_unet_" + path.replace(".", "_")
+                sd[key + ".lora_down.weight"], sd[key + ".lora_up.weight"] = down, up
+                sd[key + ".alpha"] = torch.tensor(1.0, dtype=torch.float64)
+        out = getattr(lcu, fn)(sd)
+        out = {k.removeprefix("transformer."): v for k, v in out.items()}
+        note = f"; not converted by diffusers: {', '.join(unsupported)}" if unsupported else ""
+        failures += _compare(f"{arch} LoRA {fn} ({family} keys{note})", out, want, ".lora_B.weight")
+    return failures
+
+
+def check(tables: dict[str, list]) -> int:
+    failures = 0
+    if all(a in tables for a in SD_FLUX):
+        failures += check_sd_flux(tables)
+    for arch, rows in tables.items():
+        if arch in DIT_MODELS:
+            failures += check_dit(arch, rows)
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="also verify the mappings with diffusers' converters")
+    ap.add_argument("--arch", nargs="+", default=list(SD_FLUX), choices=list(SD_FLUX) + list(DIT_MODELS),
+                    help="tables to generate (default: %(default)s; the DiTs need the newer venv)")
     ns = ap.parse_args()
-    tables = build()
+    tables = build(ns.arch)
     write(tables)
     if ns.check:
         failures = check(tables)

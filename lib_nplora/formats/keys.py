@@ -9,6 +9,7 @@ one of the naming families below, resolved to a canonical name through ``lib_npl
 kohya / A1111    ``lora_unet_input_blocks_4_1_…_to_q``, ``lora_unet_down_blocks_0_…``,
                  ``lora_te_…``, ``lora_te1_…``, ``lora_te2_…``, ``lora_te3_…`` (T5)
 LDM dotted       ``diffusion_model.input_blocks.4.1.…`` (ComfyUI), ``unet.input_blocks…``
+bare (DiTs)      ``transformer_blocks.0.attn.to_q`` (DiffSynth, ComfyUI), ``layers.0.attention.qkv``
 diffusers/PEFT   ``unet.down_blocks.1.…attn1.to_q``, ``transformer.transformer_blocks.0.attn.to_q``,
                  ``text_encoder.text_model.…``, ``text_encoder_2.…``, ``base_model.model.…``;
                  old spellings ``…attn1.processor.to_q_lora…``, ``…self_attn.to_q_lora…``
@@ -175,5 +176,5 @@ def resolve_stem(arch: Architecture, stem: str) -> tuple[str, bool] | None:
     if component is None and prefix in ("unet", "te", "te1", "te2", "te3"):
         component = prefix
     if component is None:
-        return None
+        return arch.lookup("unet", stem) if arch.spec.bare_paths else None
     return arch.lookup(component, _clean_dotted(component, path))

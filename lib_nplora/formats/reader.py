@@ -23,6 +23,7 @@ import torch
 from .. import arch as archmod
 from ..arch import Architecture, ModuleSpec
 from ..errors import ArchitectureError, FormatError
+from ..fusion.checks import all_finite
 from ..lora import PASSTHROUGH_TYPES, LoraModule, LoraSet, LowRank
 from . import keys as K
 from .convert import MAX_CONVERTED_RANK, convert
@@ -30,7 +31,7 @@ from .safetensors_file import read_file, read_header
 from .untrusted import MAX_METADATA_DEPTH, UntrustedJSONError, loads_json, show, show_bare
 
 #: Preference among architectures a file fits equally well (metadata decides first).
-ARCH_PREFERENCE = ("sdxl", "sd1", "flux", "sd2")
+ARCH_PREFERENCE = ("sdxl", "sd1", "flux", "sd2", "qwenimage", "zimage", "flux2", "chroma")
 
 LOWRANK_KINDS = ("lora", "tucker", "loha", "lokr", "full")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64,
@@ -250,7 +251,7 @@ def _check_values(path, g: _Group) -> None:
                               "not a floating-point type", path=path, module=show_bare(g.stem))
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32):
             t = g.roles[role] = t.to(torch.float32)
-        if t.numel() and not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             raise FormatError(f"tensor {role!r} contains NaN or infinite values", path=path, module=show_bare(g.stem),
                               hint="The file is corrupt or came from a diverged training run")
         if role not in ("alpha", "scale") and t.numel() == 0:
@@ -296,6 +297,8 @@ def _io_shape(g: _Group) -> tuple[int, int] | None:
 
 def _fits(spec: ModuleSpec, io: tuple[int, int] | None, kind: str, arch: Architecture) -> bool:
     """Does a module of this kind and update shape fit the base-model weight ``spec``?"""
+    if spec.kind == "generic":  # a text-encoder module without a table: its factors decide
+        return True
     if kind in ("norm", "diff_b"):
         return spec.kind == "norm" or kind == "diff_b"
     if io is None:
@@ -351,10 +354,11 @@ def detect_architecture(path, groups: dict[str, _Group], metadata: dict[str, str
         best = max(archmod.ARCH_NAMES, key=lambda n: len(results[n][1]))
         a, resolved, missing, misfit = results[best]
         if not resolved:
+            known = ", ".join(archmod.ARCH_LABELS[n] for n in archmod.ARCH_NAMES)
             raise ArchitectureError(
-                "is not a LoRA for SD1, SD2, SDXL or FLUX: none of its module names is known "
+                f"is not a LoRA for {known}: none of its module names is known "
                 f"(first: {show_bare(next(iter(groups), '-'))})", path=path,
-                hint="NP-LoRA fuses LoRAs for SD1.x, SD2.x, SDXL and FLUX.1")
+                hint=f"NP-LoRA fuses LoRAs for {known}")
         raise _mismatch_error(path, a, missing, misfit)
     hint = archmod.arch_from_metadata(metadata)
     if hint in candidates:

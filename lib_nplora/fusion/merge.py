@@ -32,7 +32,7 @@ from ..params import FuseParams
 from . import linalg
 from .basis import ModuleBasis, compute_bases
 from .batching import module_batches, pair_batches, stack
-from .checks import OVERFLOW_HINT, dtype_label, require_finite
+from .checks import OVERFLOW_HINT, dtype_label, finite_per_module, require_finite
 
 Progress = Callable[[int, int], None]
 
@@ -188,7 +188,7 @@ def check_written(names: list[str], dst_up: torch.Tensor, dst_down: torch.Tensor
     Raises:
         FormatError: naming the module and the input file whose piece overflowed.
     """
-    ok = torch.isfinite(dst_up).flatten(1).all(1) & torch.isfinite(dst_down).flatten(1).all(1)
+    ok = finite_per_module(dst_up) & finite_per_module(dst_down)
     if bool(ok.all()):
         return
     i = int((~ok).nonzero()[0, 0])

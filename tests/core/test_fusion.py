@@ -102,25 +102,7 @@ def test_explicit_k_below_rank(tmp_path):
 
 def _read_output(path, arch):
     """(up * alpha/rank, down) per canonical module from a written kohya file, mapped independently."""
-    sd = load_file(str(path))
-    names = {F.kohya_key(arch, r): r for r in F.table(arch) if ":" not in r["name"]}
-    out = {}
-    for key in {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd}:
-        row = names[key]
-        up = sd[f"{key}.lora_up.weight"].double()
-        down = sd[f"{key}.lora_down.weight"].double()
-        r = down.shape[0]
-        up = (float(sd[f"{key}.alpha"]) / r) * up.reshape(up.shape[0], r)
-        down = down.reshape(r, -1)
-        if row.get("parts"):
-            offset = 0
-            for part in F.parts_of(arch, row):
-                n = part["shape"][0]
-                out[part["name"]] = (up[offset:offset + n], down)
-                offset += n
-        else:
-            out[row["name"]] = (up, down)
-    return out
+    return F.read_output(path, arch)
 
 
 @pytest.mark.parametrize("arch", ["sd1", "sdxl", "flux"])

@@ -264,7 +264,7 @@ def test_missing_partner_and_unknown_keys(tmp_path):
 def test_unknown_module_names(tmp_path):
     p = _write(tmp_path, {"lora_unet_totally_made_up.lora_down.weight": torch.randn(4, 8),
                           "lora_unet_totally_made_up.lora_up.weight": torch.randn(8, 4)})
-    with pytest.raises(ArchitectureError, match="not a LoRA for SD1, SD2, SDXL or FLUX"):
+    with pytest.raises(ArchitectureError, match="not a LoRA for SD1, SD2, SDXL, FLUX"):
         load_lora(p)
 
 

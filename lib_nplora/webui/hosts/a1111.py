@@ -33,7 +33,7 @@ from collections import OrderedDict
 
 import torch
 
-from ...arch import flat, is_text_encoder
+from ...arch import ARCH_LABELS, flat, hosts_running, is_text_encoder
 from ...arch import get as get_arch
 from ...formats.keys import KOHYA_SUFFIX
 from ...fused import FusedLora
@@ -141,8 +141,14 @@ def build_network(fused: FusedLora, networks, network_module, sd_model, name: st
         (network, number of layers it changes, touches a text encoder, warnings)
 
     Raises:
-        HostError: the model has no layer map (not loaded yet) or no fused module fits it.
+        HostError: A1111 does not run the fused LoRA's base model (``arch.hosts_running``), the
+            model has no layer map (not loaded yet) or no fused module fits it.
     """
+    if "a1111" not in hosts_running(fused.arch):
+        label = ARCH_LABELS[fused.arch]
+        raise HostError(f"AUTOMATIC1111 cannot run {label} models, so this {label} LoRA cannot be applied here",
+                        hint=f"Use a host that runs {label} (Forge Neo or ComfyUI), or pick two LoRAs for the "
+                             "loaded SD1/SD2/SDXL checkpoint")
     mapping = getattr(sd_model, "network_layer_mapping", None)
     if not mapping:
         networks.assign_network_names_to_compvis_modules(sd_model)

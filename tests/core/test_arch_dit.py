@@ -1,0 +1,355 @@
+"""The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma): literal key names from the
+trainers and loaders, exact fusion of real-layout files in every input family (fused and split
+projections paired by their row slices), the generic text-encoder passthrough, detection,
+refusal of pairs made for different models, and the names and metadata written."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import lora_factory as F
+from lib_nplora import arch
+from lib_nplora.errors import ArchitectureError
+from lib_nplora.formats.keys import resolve_stem
+from lib_nplora.formats.reader import load_lora, load_pair, peek
+from lib_nplora.formats.writer import save_fused
+from lib_nplora.fusion.merge import fuse
+from lib_nplora.params import FuseParams
+
+# (arch, source module stem as trainers/loaders write it, canonical name, weight shape): typed
+# from the trainers' conventions, not derived from the tables
+REAL_STEMS = [
+    # Z-Image: musubi-tuner / sd-scripts (original names), ai-toolkit (diffusion_model. + diffusers
+    # names), ComfyUI (original names), kohya-style trainers over diffusers, SimpleTuner LyCORIS
+    ("zimage", "lora_unet_layers_0_attention_qkv", "unet.layers.0.attention.qkv", (11520, 3840)),
+    ("zimage", "diffusion_model.layers.29.attention.to_k", "unet.layers.29.attention.qkv:k", (3840, 3840)),
+    ("zimage", "diffusion_model.layers.3.attention.out", "unet.layers.3.attention.out", (3840, 3840)),
+    ("zimage", "lora_unet_layers_5_attention_to_out_0", "unet.layers.5.attention.out", (3840, 3840)),
+    ("zimage", "transformer.layers.2.feed_forward.w2", "unet.layers.2.feed_forward.w2", (3840, 10240)),
+    ("zimage", "lora_unet_noise_refiner_1_adaLN_modulation_0", "unet.noise_refiner.1.adaLN_modulation.0",
+     (15360, 256)),
+    ("zimage", "transformer.all_x_embedder.2-1", "unet.x_embedder", (3840, 64)),
+    ("zimage", "diffusion_model.cap_embedder.1", "unet.cap_embedder.1", (3840, 2560)),
+    ("zimage", "lycoris_context_refiner_0_attention_to_v", "unet.context_refiner.0.attention.qkv:v", (3840, 3840)),
+    ("zimage", "layers.7.attention.qkv", "unet.layers.7.attention.qkv", (11520, 3840)),
+    # Qwen-Image (released in the diffusers layout): diffusers / ai-toolkit, musubi-tuner, ComfyUI,
+    # DiffSynth-Studio (bare)
+    ("qwenimage", "transformer.transformer_blocks.59.attn.to_q", "unet.transformer_blocks.59.attn.to_q", (3072, 3072)),
+    ("qwenimage", "lora_unet_transformer_blocks_0_img_mlp_net_0_proj", "unet.transformer_blocks.0.img_mlp.net.0.proj",
+     (12288, 3072)),
+    ("qwenimage", "diffusion_model.transformer_blocks.10.txt_mod.1", "unet.transformer_blocks.10.txt_mod.1",
+     (18432, 3072)),
+    ("qwenimage", "transformer_blocks.3.attn.add_k_proj", "unet.transformer_blocks.3.attn.add_k_proj", (3072, 3072)),
+    ("qwenimage", "lora_unet_transformer_blocks_0_attn_to_add_out", "unet.transformer_blocks.0.attn.to_add_out",
+     (3072, 3072)),
+    ("qwenimage", "lora_unet_img_in", "unet.img_in", (3072, 64)),
+    # FLUX.2-dev: BFL names (musubi-tuner, ComfyUI), diffusers names (ai-toolkit)
+    ("flux2", "lora_unet_double_blocks_0_img_attn_qkv", "unet.double_blocks.0.img_attn.qkv", (18432, 6144)),
+    ("flux2", "diffusion_model.single_blocks.47.linear1", "unet.single_blocks.47.linear1", (55296, 6144)),
+    ("flux2", "transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj", "unet.single_blocks.0.linear1",
+     (55296, 6144)),
+    ("flux2", "transformer.transformer_blocks.7.attn.add_v_proj", "unet.double_blocks.7.txt_attn.qkv:v",
+     (6144, 6144)),
+    ("flux2", "transformer.transformer_blocks.1.ff.linear_in", "unet.double_blocks.1.img_mlp.0", (36864, 6144)),
+    ("flux2", "lora_unet_double_stream_modulation_img_lin", "unet.double_stream_modulation_img.lin",
+     (36864, 6144)),
+    ("flux2", "transformer.single_transformer_blocks.3.attn.to_out", "unet.single_blocks.3.linear2", (6144, 24576)),
+    ("flux2", "lycoris_transformer_blocks_0_attn_to_q", "unet.double_blocks.0.img_attn.qkv:q", (6144, 6144)),
+    ("flux2", "double_blocks.0.img_attn.qkv", "unet.double_blocks.0.img_attn.qkv", (18432, 6144)),
+    ("chroma", "double_blocks.5.txt_mlp.0", "unet.double_blocks.5.txt_mlp.0", (12288, 3072)),
+    # Chroma: BFL-like names without the per-block modulation, plus the guidance approximator
+    ("chroma", "lora_unet_single_blocks_37_linear1", "unet.single_blocks.37.linear1", (21504, 3072)),
+    ("chroma", "transformer.single_transformer_blocks.0.proj_mlp", "unet.single_blocks.0.linear1:mlp",
+     (12288, 3072)),
+    ("chroma", "diffusion_model.distilled_guidance_layer.layers.4.in_layer",
+     "unet.distilled_guidance_layer.layers.4.in_layer", (5120, 5120)),
+    ("chroma", "transformer.distilled_guidance_layer.layers.0.linear_2",
+     "unet.distilled_guidance_layer.layers.0.out_layer", (5120, 5120)),
+    ("chroma", "lora_unet_distilled_guidance_layer_in_proj", "unet.distilled_guidance_layer.in_proj", (5120, 64)),
+]
+
+
+@pytest.mark.parametrize("arch_name,stem,canonical,shape", REAL_STEMS)
+def test_real_stems_resolve_to_the_table(arch_name, stem, canonical, shape):
+    a = arch.get(arch_name)
+    assert resolve_stem(a, stem) == (canonical, False)
+    assert a.modules[canonical].shape == shape
+
+
+def test_fused_parents_are_their_parts_in_row_order():
+    z = arch.get("zimage")
+    qkv = z.modules["unet.layers.0.attention.qkv"]
+    assert qkv.parts == ("unet.layers.0.attention.qkv:q", "unet.layers.0.attention.qkv:k",
+                         "unet.layers.0.attention.qkv:v")
+    assert [z.modules[p].row_offset for p in qkv.parts] == [0, 3840, 7680]
+    f2 = arch.get("flux2")
+    assert f2.modules["unet.double_blocks.3.txt_attn.qkv:v"].row_offset == 12288
+    assert not f2.modules["unet.single_blocks.0.linear1"].parts  # fused in both layouts
+    assert arch.get("chroma").modules["unet.single_blocks.2.linear1:mlp"].row_offset == 9216
+
+
+def test_flux2_final_modulation_is_read_with_its_halves_swapped():
+    """diffusers' norm_out.linear holds (scale, shift); BFL's final_layer.adaLN_modulation.1 (shift, scale)."""
+    f2 = arch.get("flux2")
+    assert resolve_stem(f2, "transformer.norm_out.linear") == ("unet.final_layer.adaLN_modulation.1", True)
+    assert resolve_stem(f2, "lora_unet_final_layer_adaLN_modulation_1") == ("unet.final_layer.adaLN_modulation.1",
+                                                                            False)
+
+
+def test_text_encoders_without_a_table_resolve_generically():
+    for name in F.DITS:
+        a = arch.get(name)
+        for stem in ("lora_te_model_layers_0_self_attn_q_proj", "lora_te1_model_layers_0_self_attn_q_proj",
+                     "text_encoder.model.layers.0.self_attn.q_proj"):
+            assert resolve_stem(a, stem) == ("te1.model_layers_0_self_attn_q_proj", False), (name, stem)
+        spec = a.modules["te1.model_layers_0_self_attn_q_proj"]
+        assert spec.kind == "generic" and arch.is_text_encoder(spec.name)
+        assert "te1.model_layers_0_self_attn_q_proj" not in a.modules  # looked up, not stored
+    with pytest.raises(KeyError):
+        arch.get("zimage").modules["unet.layers.99.attention.qkv"]
+
+
+# --------------------------------------------------------------------------- fusion, exact
+TE_ROW = F.text_encoder_row("model.layers.0.self_attn.q_proj", (64, 48))
+
+SUBSETS = {
+    "zimage": (("layers.0.attention.", "layers.0.feed_forward.w2", "t_embedder.mlp.2"), "layers.1.attention.out",
+               "noise_refiner.0.attention.qkv"),
+    "qwenimage": (("transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.add_k_proj",
+                   "transformer_blocks.0.img_mlp.net.2", "unet.img_in"), "transformer_blocks.1.attn.to_out.0",
+                  "transformer_blocks.2.attn.to_v"),
+    "flux2": (("double_blocks.0.img_attn.qkv", "double_blocks.0.txt_attn.proj", "single_blocks.0.linear2",
+               "unet.img_in"), "double_blocks.1.img_attn.qkv", "single_blocks.2.linear2"),
+    "chroma": (("double_blocks.0.img_attn.qkv", "single_blocks.1.linear1", "distilled_guidance_layer.layers.0.in_layer"),
+               "double_blocks.1.txt_mlp.2", "single_blocks.3.linear2"),
+}
+
+
+def _rows(arch_name, blocks):
+    return [r for r in F.select(arch_name, "linear", ("unet",)) if any(b in r["name"] for b in blocks)]
+
+
+@pytest.mark.parametrize("arch_name", F.DITS)
+@pytest.mark.parametrize("fmt_c,fmt_s", [("kohya", "ldm-peft"), ("ldm", "peft"), ("lycoris", "kohya")])
+def test_written_file_reconstructs_the_formula(tmp_path, arch_name, fmt_c, fmt_s):
+    blocks, only_c, only_s = SUBSETS[arch_name]
+    rows = _rows(arch_name, blocks) + [TE_ROW]
+    alpha = {"kohya": 2, "ldm": 2, "lycoris": 2}
+    c = F.make_lora(tmp_path / "c.safetensors", arch_name, rows + _rows(arch_name, (only_c,)), fmt=fmt_c, rank=4,
+                    alpha=alpha.get(fmt_c), seed=1)
+    s = F.make_lora(tmp_path / "s.safetensors", arch_name, rows + _rows(arch_name, (only_s,)), fmt=fmt_s, rank=6,
+                    alpha=alpha.get(fmt_s), seed=2)
+    C, S = load_pair(c.path, s.path)
+    assert C.arch == S.arch == arch_name
+    params = FuseParams(mu=0.5, content_weight=0.8, style_weight=1.2)
+    fused = fuse(C, S, params, dtype=torch.float32)
+    saved = save_fused(fused, tmp_path / "out.safetensors", content_meta=C.metadata, style_meta=S.metadata)
+    got = F.read_output(saved.path, arch_name, [TE_ROW])
+    expected = set(c.truth) | set(s.truth)
+    assert set(got) == expected
+    for n in expected:
+        te = n.startswith("te1.")
+        up, down = F.fused_factors(s.truth.get(n), c.truth.get(n), 1.2, 0.8, 0.0 if te else 1 / 3)
+        err = F.lowrank_rel_err(*got[n], up, down)
+        assert err < 1e-5, (n, err)
+    # the smallest projected pair once more against the dense formula itself
+    small = min((n for n in set(c.truth) & set(s.truth) if not n.startswith("te1.")),
+                key=lambda n: c.truth[n].up.shape[0] * c.truth[n].down.shape[1])
+    dense = F.dense_fused(s.truth[small], c.truth[small], 1.2, 0.8, 1 / 3)
+    u, d = got[small]
+    assert torch.allclose(u @ d, dense, rtol=0, atol=1e-5 * float(dense.abs().max()))
+
+
+def _rewrite_split(made, arch_name, path, fmt):
+    """The truth of a fused-layout file written again with every fused parent split into its parts
+    (the same update, diffusers names), as a trainer on the diffusers model saves it."""
+    sd = {}
+    for name, t in made.truth.items():
+        row = F.rows_by_name(arch_name)[name]
+        alias = row["aliases"][0].split(".", 1)[1]
+        if fmt == "ldm-peft":
+            sd[f"diffusion_model.{alias}.lora_A.weight"] = t.down.float()
+            sd[f"diffusion_model.{alias}.lora_B.weight"] = (t.scale * t.up).float()
+        else:  # kohya-split
+            key = "lora_unet_" + F.flat(alias)
+            sd[f"{key}.lora_down.weight"] = t.down.float()
+            sd[f"{key}.lora_up.weight"] = (t.scale * t.up).float()
+            sd[f"{key}.alpha"] = torch.tensor(float(t.down.shape[0]))
+    save_file(sd, str(path))
+
+
+@pytest.mark.parametrize("arch_name,parents,fmt", [
+    ("zimage", ("unet.layers.4.attention.qkv", "unet.context_refiner.1.attention.qkv"), "ldm-peft"),
+    ("zimage", ("unet.layers.4.attention.qkv",), "kohya-split"),
+    ("flux2", ("unet.double_blocks.2.img_attn.qkv", "unet.double_blocks.2.txt_attn.qkv"), "ldm-peft"),
+    ("chroma", ("unet.double_blocks.4.img_attn.qkv", "unet.single_blocks.2.linear1"), "ldm-peft"),
+])
+def test_split_content_equals_fused_content(tmp_path, arch_name, parents, fmt):
+    """A fused-qkv content and the same update as split q/k/v give the same fusion with a split
+    style: the pairing and the projection respect the exact row slices."""
+    rows = [F.rows_by_name(arch_name)[p] for p in parents]
+    style = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, fmt="ldm-peft", rank=4, seed=5)
+    fused_c = F.make_lora(tmp_path / "cf.safetensors", arch_name, rows, rank=4, alpha=4, seed=6)
+    _rewrite_split(fused_c, arch_name, tmp_path / "cs.safetensors", fmt)
+    a = fuse(*load_pair(fused_c.path, style.path), FuseParams(), dtype=torch.float32)
+    b = fuse(*load_pair(tmp_path / "cs.safetensors", style.path), FuseParams(), dtype=torch.float32)
+    n_parts = sum(len(r["parts"]) for r in rows)
+    assert a.modules.keys() == b.modules.keys() and len(a.modules) == n_parts
+    for n in a.modules:
+        assert F.lowrank_rel_err(b.modules[n].up, b.modules[n].down, a.modules[n].up, a.modules[n].down) < 1e-6
+    out = load_file(save_fused(a, tmp_path / "o.safetensors").path)
+    key = F.kohya_key(arch_name, rows[0])
+    # the written fused weight keeps the content's shared down: rank = style parts + one content down
+    assert out[f"{key}.lora_down.weight"].shape[0] == len(rows[0]["parts"]) * 4 + 4
+
+
+@pytest.mark.parametrize("arch_name", F.DITS)
+def test_same_update_in_every_family_fuses_the_same(tmp_path, arch_name):
+    """Modules without parts, written with one seed in each family, read to the same factors."""
+    blocks = {"zimage": ("layers.2.feed_forward.w1", "layers.2.attention.out"),
+              "qwenimage": ("transformer_blocks.5.attn.to_k", "transformer_blocks.5.txt_mlp.net.2"),
+              "flux2": ("double_blocks.3.img_mlp.2", "single_blocks.9.linear1"),
+              "chroma": ("double_blocks.3.img_attn.proj", "single_blocks.9.linear2")}[arch_name]
+    rows = _rows(arch_name, blocks)
+    assert rows and not any(r.get("parts") for r in rows)
+    style = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, rank=5, seed=9)
+    results = []
+    for fmt in ("kohya", "ldm", "ldm-peft", "peft", "lycoris", "kohya-split"):
+        c = F.make_lora(tmp_path / f"c_{fmt}.safetensors", arch_name, rows, fmt=fmt, rank=3, seed=8)
+        C, S = load_pair(c.path, style.path)
+        results.append((fmt, fuse(C, S, FuseParams(mu=2.0), dtype=torch.float32)))
+    ref = results[0][1]
+    for fmt, f in results[1:]:
+        assert f.modules.keys() == ref.modules.keys() == {r["name"] for r in rows}, fmt
+        for n, m in f.modules.items():
+            assert F.lowrank_rel_err(m.up, m.down, ref.modules[n].up, ref.modules[n].down) < 1e-6, (fmt, n)
+
+
+# --------------------------------------------------------------------------- output
+WRITTEN_KEYS = {  # literal names ComfyUI / Forge Neo map (lora_unet_ + flattened diffusion_model key)
+    "zimage": ["lora_unet_layers_0_attention_qkv", "lora_unet_layers_0_attention_out",
+               "lora_unet_layers_0_feed_forward_w2", "lora_unet_t_embedder_mlp_2", "lora_te1_model_layers_0_self_attn_q_proj"],
+    "qwenimage": ["lora_unet_transformer_blocks_0_attn_to_q", "lora_unet_transformer_blocks_0_attn_add_k_proj",
+                  "lora_unet_transformer_blocks_0_img_mlp_net_2", "lora_unet_img_in"],
+    "flux2": ["lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_double_blocks_0_txt_attn_proj",
+              "lora_unet_single_blocks_0_linear2", "lora_unet_img_in"],
+    "chroma": ["lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_single_blocks_1_linear1",
+               "lora_unet_distilled_guidance_layer_layers_0_in_layer"],
+}
+WRITTEN_META = {
+    "zimage": ("z_image", "Z-Image/lora"), "qwenimage": ("qwen_image", "Qwen-Image/lora"),
+    "flux2": ("flux2", "Flux.2-dev/lora"), "chroma": ("chroma", "chroma/lora"),
+}
+
+
+@pytest.mark.parametrize("arch_name", F.DITS)
+def test_output_names_and_metadata(tmp_path, arch_name):
+    blocks, _, _ = SUBSETS[arch_name]
+    rows = _rows(arch_name, blocks) + [TE_ROW]
+    c = F.make_lora(tmp_path / "c.safetensors", arch_name, rows, fmt="ldm-peft", rank=4, seed=1)
+    s = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, fmt="ldm-peft", rank=4, seed=2)
+    C, S = load_pair(c.path, s.path)
+    saved = save_fused(fuse(C, S, FuseParams(), dtype=torch.float16), tmp_path / "o.safetensors")
+    sd = load_file(saved.path)
+    stems = {k.split(".")[0] for k in sd}
+    for key in WRITTEN_KEYS[arch_name]:
+        assert key in stems, (key, sorted(stems)[:8])
+    assert all(k.startswith(("lora_unet_", "lora_te1_")) for k in stems)
+    version, architecture = WRITTEN_META[arch_name]
+    assert saved.metadata["ss_base_model_version"] == version
+    assert saved.metadata["modelspec.architecture"] == architecture
+    # Forge Neo files a LoRA as FLUX.1 by this implementation URL: a FLUX.2/Chroma file must not carry it
+    assert saved.metadata["modelspec.implementation"] != "https://github.com/black-forest-labs/flux"
+    # read back: detected as the same model from names, shapes and its own metadata
+    again = load_lora(saved.path)
+    assert again.arch == arch_name and peek(saved.path).arch == arch_name
+
+
+# --------------------------------------------------------------------------- detection, refusal
+@pytest.mark.parametrize("meta,expected", [
+    ({"modelspec.architecture": "Z-Image/lora"}, "zimage"),
+    ({"modelspec.architecture": "Qwen-Image-Edit-2511/lora"}, "qwenimage"),
+    ({"modelspec.architecture": "Flux.2-dev/lora"}, "flux2"),
+    ({"modelspec.architecture": "Flux.2-klein-4b/lora"}, "flux2"),
+    ({"ss_base_model_version": "chroma"}, "chroma"),
+    ({"modelspec.architecture": "Flux.1-dev/lora"}, "flux"),
+    ({"ss_base_model_version": "flux1"}, "flux"),
+    ({"modelspec.implementation": "https://github.com/black-forest-labs/flux"}, "flux"),
+])
+def test_metadata_names_the_model(meta, expected):
+    assert arch.arch_from_metadata(meta) == expected
+
+
+@pytest.mark.parametrize("a,rows_a,b,rows_b,labels", [
+    ("zimage", ("layers.0.attention.qkv",), "qwenimage", ("transformer_blocks.30.attn.to_q",), ("Z-Image", "Qwen-Image")),
+    ("flux", ("double_blocks.0.img_attn.qkv",), "flux2", ("double_blocks.0.img_attn.qkv",), ("FLUX", "FLUX.2")),
+    ("chroma", ("distilled_guidance_layer.layers.0.in_layer",), "flux", ("double_blocks.0.img_mod.lin",),
+     ("Chroma", "FLUX")),
+])
+def test_pair_of_different_models_is_refused_naming_both(tmp_path, a, rows_a, b, rows_b, labels):
+    ra = [r for r in F.table(a) if ":" not in r["name"] and any(x in r["name"] for x in rows_a)][:1]
+    rb = [r for r in F.table(b) if ":" not in r["name"] and any(x in r["name"] for x in rows_b)][:1]
+    fa = F.make_lora(tmp_path / "a.safetensors", a, ra, rank=2, seed=1)
+    fb = F.make_lora(tmp_path / "b.safetensors", b, rb, rank=2, seed=2)
+    assert load_lora(fa.path).arch == a and load_lora(fb.path).arch == b
+    with pytest.raises(ArchitectureError) as e:
+        load_pair(fa.path, fb.path)
+    msg = str(e.value)
+    assert f"is for {labels[0]} but" in msg and f"is for {labels[1]};" in msg
+
+
+def test_chroma_and_flux_pair_where_their_layers_agree(tmp_path):
+    """Chroma's attention and MLP weights are FLUX.1's: such files fit both, and metadata decides."""
+    rows = [F.rows_by_name("flux")["unet.double_blocks.2.img_attn.qkv"]]
+    c = F.make_lora(tmp_path / "c.safetensors", "chroma", rows, rank=2, seed=1,
+                    metadata={"ss_base_model_version": "chroma"})
+    f = F.make_lora(tmp_path / "f.safetensors", "flux", rows, rank=2, seed=2)
+    assert load_lora(c.path).arch == "chroma" and load_lora(f.path).arch == "flux"
+    assert {"flux", "chroma"} <= set(load_lora(c.path).arch_candidates)
+    C, S = load_pair(c.path, f.path)
+    assert C.arch == S.arch
+
+
+def test_text_encoder_only_dit_lora_pairs_with_the_other_files_model(tmp_path):
+    te = F.make_lora(tmp_path / "te.safetensors", "zimage", [TE_ROW], rank=2, seed=1)
+    rows = _rows("zimage", ("layers.0.attention.out",))
+    z = F.make_lora(tmp_path / "z.safetensors", "zimage", rows, rank=2, seed=2)
+    C, S = load_pair(te.path, z.path)
+    assert C.arch == S.arch == "zimage"
+    fused = fuse(C, S, FuseParams(), dtype=torch.float32)
+    assert set(fused.modules) == {TE_ROW["name"], rows[0]["name"]}
+
+
+def test_a_file_for_a_model_without_a_table_is_refused_clearly(tmp_path):
+    """A FLUX.2-klein-4B LoRA (hidden size 3072, 5 double blocks) fits no table: refused, naming
+    its module and the shape that does not fit."""
+    sd = {"diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": torch.zeros(2, 3072),
+          "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight": torch.zeros(9216, 2),
+          "diffusion_model.double_stream_modulation_img.lin.lora_A.weight": torch.zeros(2, 3072),
+          "diffusion_model.double_stream_modulation_img.lin.lora_B.weight": torch.zeros(18432, 2)}
+    save_file(sd, str(tmp_path / "klein.safetensors"), metadata={"modelspec.architecture": "Flux.2-klein-4b/lora"})
+    with pytest.raises(Exception) as e:
+        load_lora(tmp_path / "klein.safetensors")
+    assert "klein.safetensors" in str(e.value)
+
+
+def test_hosts_that_run_each_model():
+    assert "a1111" not in arch.hosts_running("zimage") and "forge_neo" in arch.hosts_running("zimage")
+    assert arch.hosts_running("flux2") == {"comfyui"}
+    assert "a1111" in arch.hosts_running("sdxl") and "a1111" not in arch.hosts_running("flux")
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_lycoris_content_on_a_dit(tmp_path, kind):
+    """SimpleTuner/LyCORIS LoHa and LoKr files for a DiT (``lycoris_`` + diffusers names) fuse
+    exactly with a plain style (small modules: the truth of these kinds is dense)."""
+    rows = _rows("zimage", ("t_embedder.mlp.2", "layers.0.adaLN_modulation.0"))
+    c = F.make_lora(tmp_path / "c.safetensors", "zimage", rows, fmt="lycoris", rank=3, alpha=3, seed=3, kind=kind)
+    s = F.make_lora(tmp_path / "s.safetensors", "zimage", rows, fmt="ldm-peft", rank=4, seed=4)
+    C, S = load_pair(c.path, s.path)
+    assert C.arch == "zimage" and {m.kind for m in C.modules.values()} == {kind}
+    fused = fuse(C, S, FuseParams(mu=1.0), dtype=torch.float32)
+    for n, m in fused.modules.items():
+        want = F.dense_fused(s.truth[n], c.truth[n], 1.0, 1.0, 0.5)
+        got = m.up.double() @ m.down.double()
+        assert torch.allclose(got, want, rtol=0, atol=1e-5 * float(want.abs().max())), n

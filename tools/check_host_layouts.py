@@ -1,0 +1,119 @@
+"""Check the architecture tables against the model classes of a real ComfyUI or Forge Neo checkout.
+
+For each model the host runs, its own model class is instantiated on the meta device (the
+config its own model detection uses) and every table weight must exist in the model's
+``diffusion_model.`` state dict under the table's canonical path with the same shape; for
+ComfyUI, its own ``comfy.lora.model_lora_keys_unet`` must also map the key NP-LoRA writes
+(``lora_unet_<flat path>``) to that weight. Prints one line per model; exit status 1 on any miss.
+
+Developer tool, not a test (it needs the host's own Python environment). Run with the host's
+Python, from anywhere:
+    /path/to/comfyui-venv/bin/python tools/check_host_layouts.py --comfyui /path/to/ComfyUI
+    /path/to/neo-venv/bin/python tools/check_host_layouts.py --neo /path/to/forge-neo
+(Forge Neo's backend imports gguf and einops; a venv with torch, those two and the checkout's
+requirements is enough.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+TABLES = Path(__file__).resolve().parent.parent / "lib_nplora" / "arch" / "tables"
+
+_BFL = dict(context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38,
+            axes_dim=[16, 56, 56], theta=10000, qkv_bias=True, patch_size=2)
+_CHROMA = dict(_BFL, in_channels=64, out_channels=64, in_dim=64, out_dim=3072, hidden_dim=5120, n_layers=5)
+
+#: ComfyUI: arch -> (supported_models class, unet_config as comfy/model_detection.py builds it)
+COMFY = {
+    "flux": ("Flux", dict(_BFL, image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768,
+                          guidance_embed=True)),
+    "chroma": ("Chroma", dict(_CHROMA, image_model="chroma")),
+    "qwenimage": ("QwenImage", {"image_model": "qwen_image"}),
+}
+#: Forge Neo: arch -> (module, class, config as modules_forge/packages/huggingface_guess/detection.py builds it)
+NEO = {
+    "zimage": ("backend.nn.lumina", "NextDiT", dict(
+        patch_size=2, in_channels=16, dim=3840, cap_feat_dim=2560, n_layers=30, qk_norm=True, n_heads=30,
+        n_kv_heads=30, axes_dims=[32, 48, 48], axes_lens=[1536, 512, 512], rope_theta=256.0,
+        ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True, time_scale=1000.0)),
+    "qwenimage": ("backend.nn.qwen", "QwenImageTransformer2DModel", dict(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=3584)),
+    "chroma": ("backend.nn.chroma", "IntegratedChromaTransformer2DModel", _CHROMA),
+}
+
+
+def table_weights(arch: str) -> dict[str, list[int]]:
+    rows = json.loads((TABLES / f"{arch}.json").read_text())["modules"]
+    return {r["name"][len("unet."):]: r["shape"] for r in rows if r["name"].startswith("unet.") and ":" not in r["name"]}
+
+
+def compare(label: str, arch: str, model_weights: dict[str, list[int]], key_map: dict | None = None) -> int:
+    table = table_weights(arch)
+    bad = [p for p, shape in table.items() if model_weights.get(p) != shape]
+    unmapped = [] if key_map is None else [
+        p for p in table if key_map.get("lora_unet_" + p.replace(".", "_")) != f"diffusion_model.{p}.weight"]
+    extra = sorted(set(model_weights) - set(table))
+    print(f"{label} {arch}: {len(table)} table weights, {len(bad)} missing or with another shape"
+          + ("" if key_map is None else f", {len(unmapped)} not mapped from lora_unet_<flat path>")
+          + f"; the model has {len(model_weights)} 2-D weights, {len(extra)} not in the table"
+          + (f" (first: {(bad + unmapped + extra)[0]})" if bad or unmapped or extra else ""))
+    return len(bad) + len(unmapped) + len(extra)
+
+
+def weights_2d(state_dict, prefix: str = "") -> dict[str, list[int]]:
+    return {k[len(prefix):-len(".weight")]: list(v.shape) for k, v in state_dict.items()
+            if k.startswith(prefix) and k.endswith(".weight") and v.dim() == 2}
+
+
+def check_comfyui(folder: str) -> int:
+    sys.path.insert(0, folder)
+    import torch
+
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.cli_args  # noqa: F401  (parses --cpu)
+    import comfy.lora
+    import comfy.supported_models as sm
+
+    failures = 0
+    for arch, (cls, unet_config) in COMFY.items():
+        model = getattr(sm, cls)(dict(unet_config)).get_model({}, device=torch.device("meta"))
+        key_map = comfy.lora.model_lora_keys_unet(model, {})
+        failures += compare("ComfyUI", arch, weights_2d(model.state_dict(), "diffusion_model."), key_map)
+    return failures
+
+
+def check_neo(folder: str) -> int:
+    sys.path.insert(0, folder)
+    sys.argv = [sys.argv[0], "--always-cpu"]
+    import torch
+
+    failures = 0
+    for arch, (module, cls, cfg) in NEO.items():
+        with torch.device("meta"):
+            model = getattr(importlib.import_module(module), cls)(**cfg)
+        failures += compare("Forge Neo", arch, weights_2d(model.state_dict()))
+    return failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--comfyui", help="a ComfyUI checkout")
+    ap.add_argument("--neo", help="a Forge Neo checkout (the neo branch of sd-webui-forge-classic)")
+    ns = ap.parse_args()
+    if not ns.comfyui and not ns.neo:
+        ap.error("give --comfyui or --neo")
+    failures = (check_comfyui(ns.comfyui) if ns.comfyui else 0) + (check_neo(ns.neo) if ns.neo else 0)
+    print("OK" if failures == 0 else f"{failures} FAILURES")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
