@@ -158,11 +158,12 @@ def _untiled(patches: dict, shapes: dict) -> list[str]:
         if _sliced(k):
             dim, start, length = k[1]
             rows.setdefault(k[0], []).append((start, length) if dim == 0 else (-1, 0))
+    whole = {_target(k) for k in patches if not _sliced(k)}
     bad = []
     for weight, spans in rows.items():
         spans.sort()
         ends = [0] + [s + n for s, n in spans]
-        if any(_target(k) == weight and not _sliced(k) for k in patches) or [s for s, _ in spans] != ends[:-1] or ends[-1] != shapes[weight][0]:
+        if weight in whole or [s for s, _ in spans] != ends[:-1] or ends[-1] != shapes[weight][0]:
             bad.append(weight)
     return sorted(bad)
 

@@ -242,9 +242,8 @@ def test_comfyuis_real_key_maps_get_every_module_patched(tmp_path):
             or r["format"] == "peft" and r["patched_weights"] == r["style_weights"] == r["modules"] > 0, r
         # every table module in kohya naming and in the written file (only diffusers names may lack a map)
         assert r["host_unmapped"] == 0 or r["format"] == "peft", r
-        report(f"ComfyUI key map {r['arch']} ({r['format']}): {r['modules']} table modules ({r['file_modules']} in the file), "
-               f"{r['canonical']} "
-               f"projected, {r['patched_weights']} weights patched ({r['slices']} row slices of "
+        report(f"ComfyUI key map {r['arch']} ({r['format']}): {r['modules']} table modules "
+               f"({r['file_modules']} in the file), {r['canonical']} projected, {r['patched_weights']} weights patched ({r['slices']} row slices of "
                f"{r['sliced_weights']} fused weights), none left out"
                + (f"; {r['host_unmapped']} diffusers-named modules ComfyUI maps to no weight" if r["host_unmapped"]
                   else ""))
