@@ -5,10 +5,11 @@ class as ``model_patcher.model.model_config``; subclasses (``FluxSchnell``, ``SD
 are found through the class's MRO. A model type NP-LoRA has no module table for is a clear error.
 
 Checked against Comfy-Org/ComfyUI a125cd84 (v0.3.64): ``Chroma`` and ``QwenImage`` are their own
-config classes (not ``Flux`` subclasses); ``ChromaRadiance(Chroma)`` is a pixel-space model whose
-input/output layers are not Chroma's, so it is refused rather than matched as Chroma. That revision
-has no Z-Image or FLUX.2 config (its ``Lumina2`` is Lumina-Image 2.0), so those cannot be loaded
-there; the names below are the ones a later ComfyUI would have to use and are not mapped.
+config classes (not ``Flux`` subclasses); ``ChromaRadiance(Chroma)`` is a pixel-space model (a
+conv ``img_in_patch`` and NeRF decoder blocks instead of Chroma's ``img_in`` and ``final_layer``),
+so it is refused rather than read with Chroma's table. That revision has no Z-Image or FLUX.2
+config (its ``Lumina2`` is Lumina-Image 2.0), so NP-LoRA's ``zimage`` and ``flux2`` tables have no
+ComfyUI model type to map from here; a later ComfyUI's classes would have to be checked first.
 """
 
 from __future__ import annotations
