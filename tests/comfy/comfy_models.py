@@ -2,9 +2,11 @@
 
 ComfyUI holds the denoiser under ``diffusion_model.`` (LDM / BFL names, which the tables' canonical
 ``unet.`` names are) and the text encoders under ``clip_l.transformer.``, ``clip_g.transformer.``
-and ``t5xxl.transformer.``. ``meta`` tensors for key-map checks of whole models, real random ones
-for the modules a test computes with. The UNet's diffusers names (what ComfyUI derives with
-``comfy.utils.unet_to_diffusers``) come from the tables' aliases.
+and ``t5xxl.transformer.`` (the DiTs' tables list the denoiser only: their CLIP holds no weight).
+The model is an instance of the ``comfy.model_base`` class of its type, as ComfyUI's. ``meta``
+tensors for key-map checks of whole models, real random ones for the modules a test computes
+with. The UNet's diffusers names (what ComfyUI derives with ``comfy.utils.unet_to_diffusers``,
+which gives none for a DiT's config) come from the SD tables' aliases.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ from __future__ import annotations
 import torch
 
 import lora_factory as lf
-from comfy import supported_models
+from comfy import model_base, supported_models
 from comfy.model_patcher import StandInModelPatcher
 from comfy.sd import StandInCLIP
 
 PREFIX = {"sd1": {"unet": "diffusion_model.", "te": "clip_l.transformer."},
           "sdxl": {"unet": "diffusion_model.", "te1": "clip_l.transformer.", "te2": "clip_g.transformer."},
-          "flux": {"unet": "diffusion_model.", "te1": "clip_l.transformer.", "te3": "t5xxl.transformer."}}
-CONFIG = {"sd1": supported_models.SD15, "sdxl": supported_models.SDXL, "flux": supported_models.Flux}
+          "flux": {"unet": "diffusion_model.", "te1": "clip_l.transformer.", "te3": "t5xxl.transformer."},
+          "chroma": {"unet": "diffusion_model."}, "qwenimage": {"unet": "diffusion_model."}}
+CONFIG = {"sd1": supported_models.SD15, "sdxl": supported_models.SDXL, "flux": supported_models.Flux,
+          "chroma": supported_models.Chroma, "qwenimage": supported_models.QwenImage}
+#: the ``comfy.model_base`` class ComfyUI builds for each (its ``get_model``)
+MODEL_BASE = {"sd1": model_base.BaseModel, "sdxl": model_base.BaseModel, "flux": model_base.Flux,
+              "chroma": model_base.Chroma, "qwenimage": model_base.QwenImage}
 
 
 def comfy_key(arch: str, name: str) -> str:
@@ -54,9 +61,10 @@ def build(arch: str, names: list[str] | None = None, *, meta: bool = False, seed
             unet[key] = t
             for alias in row["aliases"]:
                 comp, path = alias.split(".", 1)
-                if comp == "unet" and arch != "flux":
+                if comp == "unet" and arch in ("sd1", "sd2", "sdxl"):
                     diffusers[path + ".weight"] = row["name"].split(".", 1)[1] + ".weight"
         else:
             te[key] = t
-    model = StandInModelPatcher(StandInModel(unet, CONFIG[arch](), diffusers))
+    cls = type(f"StandIn{MODEL_BASE[arch].__name__}", (StandInModel, MODEL_BASE[arch]), {})
+    model = StandInModelPatcher(cls(unet, CONFIG[arch](), diffusers))
     return model, StandInCLIP(StandInModel(te))

@@ -92,6 +92,45 @@ def test_a_model_type_without_a_table_is_a_clear_error(pair):
         nodes.NpLoraLoader().load(model, clip, content="dog.safetensors", style="styles/ink.safetensors", **PARAMS)
 
 
+@pytest.mark.parametrize("config, arch", [("Chroma", "chroma"), ("QwenImage", "qwenimage"), ("FluxSchnell", "flux"),
+                                          ("SD20", "sd2")])
+def test_comfyuis_model_type_selects_the_architecture(config, arch):
+    from comfy import supported_models
+
+    from lib_nplora.comfy.models import arch_of
+
+    model, _ = build("sd1", [])
+    model.model.model_config = getattr(supported_models, config)()
+    assert arch_of(model) == arch
+
+
+@pytest.mark.parametrize("config", ["ChromaRadiance", "Lumina2"])
+def test_a_chroma_radiance_or_lumina_model_is_refused_by_name(config):
+    from comfy import supported_models
+
+    from lib_nplora.comfy.models import arch_of
+
+    model, _ = build("sd1", [])
+    model.model.model_config = getattr(supported_models, config)()
+    with pytest.raises(ArchitectureError, match=config):
+        arch_of(model)
+
+
+def test_a_qwen_image_pair_is_loaded_on_a_qwen_image_model(loras):
+    """A Qwen-Image pair in diffusers names (``transformer.…``, ``lora_A/B``) on ComfyUI's QwenImage
+    model: the type is detected, every module is projected and patched (strength wc, ws)."""
+    rows = lf.select("qwenimage", "attn", blocks=("transformer_blocks.0.",))
+    lf.make_lora(loras / "qc.safetensors", "qwenimage", rows, fmt="peft", rank=2, seed=7)
+    lf.make_lora(loras / "qs.safetensors", "qwenimage", rows, fmt="peft", rank=3, seed=8)
+    model, clip = build("qwenimage", [r["name"] for r in rows])
+    patched, _ = nodes.NpLoraLoader().load(model, clip, content="qc.safetensors", style="qs.safetensors",
+                                           **dict(PARAMS, content_weight=0.7, style_weight=1.1))
+    assert len(rows) >= 4 and set(patched.patches) == set(model.model.state_dict())
+    assert all([p[0] for p in patched.patches[k]] == [0.7, 1.1] for k in patched.patches)
+    base = model.patched_weight(next(iter(patched.patches)))
+    assert not torch.equal(patched.patched_weight(next(iter(patched.patches))), base)
+
+
 def test_save_writes_the_tabs_file_into_the_loras_folder_and_never_over_a_file(pair):
     out = nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name="",
                                   overwrite=False, **PARAMS)

@@ -1,5 +1,6 @@
 """The fused LoRA through ComfyUI's patching: mu = 0 is the two-LoraLoader stack bit for bit,
-mu > 0 is the engine's fusion, and every key ComfyUI's map yields is patched (SD1.5, SDXL, FLUX)."""
+mu > 0 is the engine's fusion, and every key ComfyUI's map yields is patched (SD1.5, SDXL, FLUX.1,
+Chroma, Qwen-Image)."""
 
 from __future__ import annotations
 
@@ -112,21 +113,22 @@ def test_the_projection_is_kept_and_the_style_subspace_computed_once_per_style(p
     assert projected_downs(content, style, FuseParams(mu=0.0), caches) == ({}, False)
 
 
-ALL = {"sd1": [r for r in lf.table("sd1") if ":" not in r["name"] and r["kind"] != "norm"],
-       "sdxl": [r for r in lf.table("sdxl") if ":" not in r["name"] and r["kind"] != "norm"],
-       "flux": [r for r in lf.table("flux") if ":" not in r["name"] and r["kind"] != "norm"]}
+ALL = {arch: [r for r in lf.table(arch) if ":" not in r["name"] and r["kind"] != "norm"]
+       for arch in ("sd1", "sdxl", "flux", "chroma", "qwenimage")}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["sd1", "sdxl", "flux"])
-def test_every_key_comfyuis_map_yields_is_patched(arch, tmp_path, caplog):
+@pytest.mark.parametrize("arch, fmt", [("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"), ("chroma", "kohya"),
+                                       ("qwenimage", "kohya"), ("qwenimage", "peft")])
+def test_every_key_comfyuis_map_yields_is_patched(arch, fmt, tmp_path, caplog):
     """LoRAs on every weight module of the model (kohya names; SD1's UNet in diffusers spelling, as
-    kohya writes it): ComfyUI loads every file key, every patch lands on a model weight, and every
-    module the fusion projects is carried by the patches (none missed)."""
+    kohya writes it; Qwen-Image also in diffusers ``transformer.`` names, which ComfyUI maps for a
+    ``QwenImage`` model): ComfyUI loads every file key, every patch lands on a model weight, and
+    every module the fusion projects is carried by the patches (none missed)."""
     rows = ALL[arch]
     c_path, s_path = tmp_path / "c.safetensors", tmp_path / "s.safetensors"
-    lf.make_lora(c_path, arch, rows, rank=1, seed=3, dtype=torch.float16)
-    lf.make_lora(s_path, arch, rows, rank=1, seed=4, dtype=torch.float16)
+    lf.make_lora(c_path, arch, rows, fmt=fmt, rank=1, seed=3, dtype=torch.float16)
+    lf.make_lora(s_path, arch, rows, fmt=fmt, rank=1, seed=4, dtype=torch.float16)
     model, clip = build(arch, meta=True)
     key_map = lora_key_map(model, clip)
     caches = Caches()
@@ -149,21 +151,29 @@ def test_every_key_comfyuis_map_yields_is_patched(arch, tmp_path, caplog):
     assert len(targets) == len(rows)
 
 
-def test_a_fused_flux_weight_is_projected_part_by_part_on_row_slices(loras):
-    """FLUX's img_attn.qkv in a kohya file is one module that the engine splits into q, k, v (each
-    paired and projected with its own style basis): ComfyUI gets one LoRA patch per part on the
-    part's rows of the weight, and the patched weight is the engine's fusion."""
-    rows = [lf.rows_by_name("flux")["unet.double_blocks.0.img_attn.qkv"]]
-    lf.make_lora(loras / "fc.safetensors", "flux", rows, rank=2, seed=5)
-    lf.make_lora(loras / "fs.safetensors", "flux", rows, rank=3, seed=6)
-    model, clip = build("flux", [r["name"] for r in rows])
+@pytest.mark.parametrize("arch, parent", [("flux", "unet.double_blocks.0.img_attn.qkv"),
+                                          ("chroma", "unet.double_blocks.3.txt_attn.qkv"),
+                                          ("chroma", "unet.single_blocks.7.linear1")])
+def test_a_fused_weight_is_projected_part_by_part_on_row_slices(loras, arch, parent):
+    """A FLUX / Chroma fused weight (double-block qkv, single-block linear1 = q, k, v, mlp) in a
+    kohya file is one module that the engine splits into parts (each paired and projected with its
+    own style basis): ComfyUI gets one LoRA patch per part on the part's rows of the weight, and
+    the patched weight is the engine's fusion."""
+    rows = [lf.rows_by_name(arch)[parent]]
+    parts = [(p, n) for p, n in rows[0]["parts"]]
+    lf.make_lora(loras / "fc.safetensors", arch, rows, rank=2, seed=5)
+    lf.make_lora(loras / "fs.safetensors", arch, rows, rank=3, seed=6)
+    model, clip = build(arch, [r["name"] for r in rows])
     args = loader_args(content="fc.safetensors", style="fs.safetensors")
     patched, _ = NpLoraLoader().load(model, clip, **args)
-    key = comfy_key("flux", rows[0]["name"])
-    assert [p[3] for p in patched.patches[key]][:3] == [(0, 0, 3072), (0, 3072, 3072), (0, 6144, 3072)]
+    key = comfy_key(arch, parent)
+    starts = [sum(n for _, n in parts[:i]) for i in range(len(parts))]
+    # the content's parts on their row slices, then the style's whole-weight patch
+    assert [p[3] for p in patched.patches[key]] == [(0, s, n) for s, (_, n) in zip(starts, parts)] + [None]
+    assert starts[-1] + parts[-1][1] == rows[0]["shape"][0]  # the slices tile the weight's rows
     delta = (patched.patched_weight(key) - model.patched_weight(key)).double()
-    content, style = load_pair(loras / "fc.safetensors", loras / "fs.safetensors", arch="flux")
+    content, style = load_pair(loras / "fc.safetensors", loras / "fs.safetensors", arch=arch)
     fused = fuse(content, style, FuseParams(mu=0.5, content_weight=0.8, style_weight=1.2), dtype=torch.float32)
-    expect = torch.cat([fused.modules[f"{rows[0]['name']}:{p}"].dense() for p in "qkv"]).double()
-    assert all(fused.modules[f"{rows[0]['name']}:{p}"].c > 0 for p in "qkv")
+    expect = torch.cat([fused.modules[f"{parent}:{p}"].dense() for p, _ in parts]).double()
+    assert all(fused.modules[f"{parent}:{p}"].c > 0 for p, _ in parts)
     assert torch.allclose(delta, expect, atol=1e-5 * expect.abs().max().item())

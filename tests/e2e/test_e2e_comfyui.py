@@ -218,24 +218,40 @@ def test_installing_the_requirements_into_comfyui_changes_nothing():
 
 
 def test_comfyuis_real_key_maps_get_every_module_patched(tmp_path):
-    """``comfyui_keymaps.py`` in ComfyUI's Python: ComfyUI's own SD1.5, SDXL and FLUX models (meta
-    tensors) and key maps, LoRAs on every module NP-LoRA's tables list: ComfyUI loads every file
-    key, every patch lands on a model weight, every projected module is carried (none missed)."""
+    """``comfyui_keymaps.py`` in ComfyUI's Python: ComfyUI's own SD1.5, SDXL, FLUX.1, Chroma and
+    Qwen-Image models (meta tensors) and key maps, LoRAs on every module NP-LoRA's tables list, in
+    kohya names, diffusers names (fused weights as parts) and the file NP-LoRA writes: the model
+    type is detected, ComfyUI loads every file key, every patch lands on a model weight, every
+    projected module is carried (none missed), and FLUX's / Chroma's fused qkv and linear1 are
+    patched on row slices that tile each weight exactly."""
     folder, python = _folders()
     out = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "comfyui_keymaps.py"), str(ROOT), str(tmp_path)],
                          cwd=folder, capture_output=True, text=True, timeout=1800,
                          env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")))
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert [(r["arch"], r["format"]) for r in rows] == [("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"),
-                                                        ("flux", "peft")]
+    assert [(r["arch"], r["format"]) for r in rows] == [
+        ("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"), ("flux", "peft"), ("chroma", "kohya"),
+        ("chroma", "peft"), ("chroma", "written"), ("qwenimage", "kohya"), ("qwenimage", "peft"),
+        ("qwenimage", "written")]
     for r in rows:
-        assert r["missed"] == [] and r["not_loaded"] == [] and r["off_model"] == [], r
+        assert r["detected"] == r["arch"], r
+        assert r["missed"] == [] and r["not_loaded"] == [] and r["off_model"] == [] and r["untiled"] == [], r
         assert r["projected"] == r["to_project"] == r["canonical"] > 0, r
-        assert r["patched_weights"] == r["style_weights"] > 0, r
-        report(f"ComfyUI key map {r['arch']} ({r['format']}): {r['modules']} file modules, {r['canonical']} "
-               f"projected, {r['patched_weights']} weights patched ({r['slices']} as row slices), none left out")
-    assert any(r["slices"] > 0 for r in rows if r["arch"] == "flux")  # FLUX's fused qkv/linear1 by part
+        assert r["patched_weights"] == r["style_weights"] == r["modules"] == r["file_modules"] > 0 \
+            or r["format"] == "peft" and r["patched_weights"] == r["style_weights"] == r["modules"] > 0, r
+        # every table module in kohya naming and in the written file (only diffusers names may lack a map)
+        assert r["host_unmapped"] == 0 or r["format"] == "peft", r
+        report(f"ComfyUI key map {r['arch']} ({r['format']}): {r['modules']} table modules "
+               f"({r['file_modules']} in the file), {r['canonical']} projected, {r['patched_weights']} weights patched ({r['slices']} row slices of "
+               f"{r['sliced_weights']} fused weights), none left out"
+               + (f"; {r['host_unmapped']} diffusers-named modules ComfyUI maps to no weight" if r["host_unmapped"]
+                  else ""))
+    by = {(r["arch"], r["format"]): r for r in rows}
+    for arch in ("flux", "chroma"):  # 19 double blocks x 2 qkv x 3 parts + 38 linear1 x 4 parts
+        for fmt in ("kohya", "peft") + (("written",) if arch == "chroma" else ()):
+            assert by[arch, fmt]["slices"] >= 266 and by[arch, fmt]["sliced_weights"] >= 76, by[arch, fmt]
+    assert by["qwenimage", "kohya"]["modules"] == 846 and by["chroma", "kohya"]["modules"] == 243
 
 
 def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):

@@ -12,8 +12,10 @@ Mirrored:
   ``lycoris_<flat>`` and the dotted name with and without ``unet.`` (``.to_`` -> ``.processor.to_``,
   ``.to_out.0`` -> ``.to_out``). The real code gets those names from
   ``comfy.utils.unet_to_diffusers(unet_config)``; the stand-in model carries them as
-  ``model.diffusers_keys`` (diffusers name -> LDM path). Not mirrored: FLUX's ``flux_to_diffusers``
-  names and its ``linear1_qkv`` slice; the real-ComfyUI test covers them.
+  ``model.diffusers_keys`` (diffusers name -> LDM path). Then, for a ``model_base.QwenImage``, per
+  ``diffusion_model.<path>.weight``: ``<path>``, ``transformer.<path>`` and ``lycoris_<flat path>``.
+  Not mirrored: the ``model_base.Flux`` branch (also taken by ``Chroma(Flux)``): the
+  ``flux_to_diffusers`` names and the ``linear1_qkv`` slice; the real-ComfyUI test covers them.
 * ``model_lora_keys_clip(model, key_map)``: ``text_encoders.<key>`` for every weight; per layer b and
   each of ``LORA_CLIP_MAP``: clip_l -> ``lora_te_…`` and ``lora_te1_…``, clip_g -> ``lora_te2_…`` when
   clip_l is present (else ``lora_te_…``), with ``text_encoder(_2).text_model.encoder.layers.…``;
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import logging
 
-from . import weight_adapter
+from . import model_base, weight_adapter
 
 LORA_CLIP_MAP = {
     "mlp.fc1": "mlp_fc1",
@@ -76,6 +78,13 @@ def model_lora_keys_unet(model, key_map={}):
                 if diffusers_lora_key.endswith(".to_out.0"):
                     diffusers_lora_key = diffusers_lora_key[:-2]
                 key_map[diffusers_lora_key] = unet_key
+    if isinstance(model, model_base.QwenImage):
+        for k in model.state_dict():
+            if k.startswith("diffusion_model.") and k.endswith(".weight"):
+                key_lora = k[len("diffusion_model."):-len(".weight")]
+                key_map[key_lora] = k
+                key_map[f"transformer.{key_lora}"] = k
+                key_map[f"lycoris_{key_lora.replace('.', '_')}"] = k
     return key_map
 
 

@@ -1,0 +1,21 @@
+"""Stand-in for the ``comfy.model_base`` classes ``comfy.lora.model_lora_keys_unet`` tells apart
+with ``isinstance``, with the real module's inheritance: ``BaseModel``, ``Flux(BaseModel)``,
+``Chroma(Flux)`` (so the real key map gives Chroma FLUX.1's diffusers names too) and
+``QwenImage(BaseModel)``. The real ones are ``torch.nn.Module`` s holding the diffusion model;
+the tests' model (``tests/comfy/comfy_models.py``) derives from the stand-in of its type."""
+
+
+class BaseModel:
+    pass
+
+
+class Flux(BaseModel):
+    pass
+
+
+class Chroma(Flux):
+    pass
+
+
+class QwenImage(BaseModel):
+    pass
