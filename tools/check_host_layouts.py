@@ -28,12 +28,28 @@ _BFL = dict(context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24, 
             axes_dim=[16, 56, 56], theta=10000, qkv_bias=True, patch_size=2)
 _CHROMA = dict(_BFL, in_channels=64, out_channels=64, in_dim=64, out_dim=3072, hidden_dim=5120, n_layers=5)
 
+
+def _wan(dim, ffn_dim, num_layers, in_dim, out_dim, model_type):
+    """The Wan config both hosts' detection builds from a checkpoint (model_detection.py /
+    huggingface_guess/detection.py, "head.modulation" branch)."""
+    return dict(image_model="wan2.1", dim=dim, out_dim=out_dim, num_heads=dim // 128, ffn_dim=ffn_dim,
+                num_layers=num_layers, patch_size=(1, 2, 2), freq_dim=256, window_size=(-1, -1), qk_norm=True,
+                cross_attn_norm=True, eps=1e-6, in_dim=in_dim, model_type=model_type)
+
+
+_WAN14B = _wan(5120, 13824, 40, 36, 16, "i2v")  # Wan2.1-I2V-14B: the superset table
+_WAN5B = _wan(3072, 14336, 30, 48, 48, "t2v")  # Wan2.2-TI2V-5B
+_WAN1B = _wan(1536, 8960, 30, 16, 16, "t2v")  # Wan2.1-T2V-1.3B
+
 #: ComfyUI: arch -> (supported_models class, unet_config as comfy/model_detection.py builds it)
 COMFY = {
     "flux": ("Flux", dict(_BFL, image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768,
                           guidance_embed=True)),
     "chroma": ("Chroma", dict(_CHROMA, image_model="chroma")),
     "qwenimage": ("QwenImage", {"image_model": "qwen_image"}),
+    "wan14b": ("WAN21_I2V", _WAN14B),
+    "wan5b": ("WAN22_T2V", _WAN5B),
+    "wan1b": ("WAN21_T2V", _WAN1B),
 }
 #: Forge Neo: arch -> (module, class, config as modules_forge/packages/huggingface_guess/detection.py builds it)
 NEO = {
@@ -45,6 +61,9 @@ NEO = {
         patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
         num_attention_heads=24, joint_attention_dim=3584)),
     "chroma": ("backend.nn.chroma", "IntegratedChromaTransformer2DModel", _CHROMA),
+    # Forge Neo lists Wan 2.1 T2V / I2V (huggingface_guess/model_list.py); not the 5B (Wan 2.2 latent)
+    "wan14b": ("backend.nn.wan", "WanModel", {k: v for k, v in _WAN14B.items() if k != "image_model"}),
+    "wan1b": ("backend.nn.wan", "WanModel", {k: v for k, v in _WAN1B.items() if k != "image_model"}),
 }
 
 

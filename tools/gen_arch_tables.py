@@ -326,6 +326,48 @@ def chroma_path(path: str) -> str:
     return bfl_path(path)
 
 
+# Wan 2.1 / 2.2 (Wan-Video): diffusers' WanTransformer3DModel; the original layout is the one
+# ComfyUI (comfy/ldm/wan/model.py) and Forge Neo (backend/nn/wan.py) hold. Its configs are those
+# of diffusers' scripts/convert_wan_to_diffusers.py for each released checkpoint. The 3-D patch
+# embedding (Conv3d) is not listed: no trainer targets it.
+WAN_14B_I2V = dict(patch_size=[1, 2, 2], num_attention_heads=40, attention_head_dim=128, in_channels=36,
+                   out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,
+                   cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280,
+                   added_kv_proj_dim=5120)
+WAN_5B = dict(patch_size=[1, 2, 2], num_attention_heads=24, attention_head_dim=128, in_channels=48,
+              out_channels=48, text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30,
+              cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6)
+WAN_1_3B = dict(WAN_5B, num_attention_heads=12, ffn_dim=8960, in_channels=16, out_channels=16)
+_WAN_TOP = {
+    "condition_embedder.time_embedder.linear_1": "time_embedding.0",
+    "condition_embedder.time_embedder.linear_2": "time_embedding.2",
+    "condition_embedder.text_embedder.linear_1": "text_embedding.0",
+    "condition_embedder.text_embedder.linear_2": "text_embedding.2",
+    "condition_embedder.time_proj": "time_projection.1",
+    "condition_embedder.image_embedder.ff.net.0.proj": "img_emb.proj.1",
+    "condition_embedder.image_embedder.ff.net.2": "img_emb.proj.3",
+    "proj_out": "head.head",
+}
+_WAN_BLOCK = {"attn1": "self_attn", "attn2": "cross_attn", "to_q": "q", "to_k": "k", "to_v": "v",
+              "to_out.0": "o", "add_k_proj": "k_img", "add_v_proj": "v_img",
+              "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2"}
+
+
+def wan_path(path: str) -> str:
+    """Original Wan path of a diffusers WanTransformer3DModel module (the inverse of
+    ``convert_wan_transformer_to_diffusers``): ``blocks.N.self_attn.q`` ... ``ffn.2``."""
+    if path in _WAN_TOP:
+        return _WAN_TOP[path]
+    p = path.split(".")
+    if p[0] != "blocks":
+        raise ValueError(f"unmapped Wan module {path}")
+    rest = ".".join(p[2:])
+    if rest in _WAN_BLOCK:
+        return f"blocks.{p[1]}.{_WAN_BLOCK[rest]}"
+    attn, proj = rest.split(".", 1)
+    return f"blocks.{p[1]}.{_WAN_BLOCK[attn]}.{_WAN_BLOCK[proj]}"
+
+
 @dataclass(frozen=True)
 class DitModel:
     cls: str
@@ -347,6 +389,15 @@ DIT_MODELS = {
                       flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
     "chroma": DitModel("ChromaTransformer2DModel", CHROMA1_HD, "lodestones/Chroma1-HD transformer/config.json",
                        chroma_path, FLUX_PARTS),
+    # Wan2.1-I2V-14B's layers are a superset of Wan2.1-T2V-14B's and Wan2.2-T2V/I2V-A14B's (the
+    # image cross-attention k_img/v_img and img_emb; the 2.2 experts have neither): one table
+    "wan14b": DitModel("WanTransformer3DModel", WAN_14B_I2V,
+                       "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers transformer/config.json (T2V-14B, Wan2.2-T2V/"
+                       "I2V-A14B: the same without image_dim / added_kv_proj_dim)", wan_path),
+    "wan5b": DitModel("WanTransformer3DModel", WAN_5B, "Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer/config.json",
+                      wan_path),
+    "wan1b": DitModel("WanTransformer3DModel", WAN_1_3B, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json",
+                      wan_path),
 }
 
 
@@ -560,7 +611,10 @@ def _run_filling(fn, ckpt: dict, limit: int = 5000):
 
 _SINGLE_FILE = {"zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
                 "flux2": "convert_flux2_transformer_checkpoint_to_diffusers",
-                "chroma": "convert_chroma_transformer_checkpoint_to_diffusers"}
+                "chroma": "convert_chroma_transformer_checkpoint_to_diffusers",
+                "wan14b": "convert_wan_transformer_to_diffusers",
+                "wan5b": "convert_wan_transformer_to_diffusers",
+                "wan1b": "convert_wan_transformer_to_diffusers"}
 #: diffusers LoRA converters: (function, key family, original paths it does not convert). Families:
 #: "ldm" = diffusion_model.<original path> + lora_A/B; "kohya" = lora_unet_<flat original path>
 #: + lora_down/up/alpha; "kohya-split" = lora_unet_<flat diffusers path> (trainers that wrap
@@ -573,6 +627,11 @@ _LORA_CONVERTERS = {
               # diffusers 0.42.1 logs these as "Unsupported keys for Kohya Flux2 LoRA conversion"
               ("_convert_kohya_flux2_lora_to_diffusers", "kohya",
                ("guidance_in.", "double_stream_modulation_", "single_stream_modulation.", "final_layer.adaLN"))],
+    **{w: [("_convert_non_diffusers_wan_lora_to_diffusers", "ldm", ()),
+           # musubi-tuner's Wan LoRAs: the blocks only (it raises on any other key)
+           ("_convert_musubi_wan_lora_to_diffusers", "kohya",
+            ("time_embedding.", "text_embedding.", "time_projection.", "img_emb.", "head."))]
+       for w in ("wan14b", "wan5b", "wan1b")},
 }
 
 

@@ -1,4 +1,4 @@
-"""Base architectures (SD1, SD2, SDXL, FLUX.1, Z-Image, Qwen-Image, FLUX.2, Chroma): the modules
+"""Base architectures (SD1, SD2, SDXL, FLUX.1, Z-Image, Qwen-Image, FLUX.2, Chroma, Wan): the modules
 a LoRA can target, their canonical names and weight shapes, and every other name trainers use
 for them. Adding one is data: a table (``tools/gen_arch_tables.py``) and an ``ArchSpec`` row.
 
@@ -9,7 +9,8 @@ configs). Canonical names:
 * denoiser: ``unet.`` + the original-checkpoint path: LDM/SGM for SD
   (``unet.input_blocks.4.1.transformer_blocks.0.attn1.to_q``), BFL for FLUX.1, FLUX.2 and Chroma
   (``unet.double_blocks.0.img_attn.qkv``), Tongyi's for Z-Image (``unet.layers.0.attention.qkv``),
-  the diffusers one for Qwen-Image (released in that layout). It is the layout ComfyUI and Forge
+  the diffusers one for Qwen-Image (released in that layout), Wan-Video's for Wan
+  (``unet.blocks.0.self_attn.q``). It is the layout ComfyUI and Forge
   Neo hold the model in, so ``Architecture.kohya_key`` gives a name both load;
 * text encoders: ``te.`` (SD1/SD2), ``te1.``/``te2.`` (SDXL), ``te1.``/``te3.`` (FLUX CLIP-L/T5)
   + the Hugging Face transformers path. The DiTs' text encoders (Qwen3, Qwen2.5-VL, Mistral,
@@ -92,6 +93,18 @@ ARCHS: tuple[ArchSpec, ...] = (
              _dit_metadata("qwen_image", "Qwen-Image/lora", "https://github.com/QwenLM/Qwen-Image", "1328x1328"),
              {"transformer": "unet", "text_encoder": "te1", "text_encoders": "te1"}, {"te": "te1"}, ("te1",),
              ("qwen-image", "qwen_image", "qwenimage"), frozenset({"forge_neo", "comfyui"}), bare_paths=True),
+    # Wan: the sizes differ in every layer's shape, so shapes pick the table; the markers only
+    # say "a Wan model" (the first Wan row is their hint, used when it fits)
+    *(ArchSpec(name, label, _dit_metadata(version, architecture, implementation, resolution),
+               {"transformer": "unet", "text_encoder": "te1", "text_encoders": "te1"}, {"te": "te1"}, ("te1",),
+               ("wan2", "wan-2", "wan_2"), hosts, bare_paths=True)
+      for name, label, version, architecture, implementation, resolution, hosts in (
+          ("wan14b", "Wan 2.1/2.2 14B", "wan_14b", "Wan2.1-14B/lora", "https://github.com/Wan-Video/Wan2.1",
+           "1280x720", frozenset({"forge_neo", "comfyui"})),
+          ("wan5b", "Wan 2.2 5B", "wan2.2_5b", "Wan2.2-TI2V-5B/lora", "https://github.com/Wan-Video/Wan2.2",
+           "1280x704", frozenset({"comfyui"})),
+          ("wan1b", "Wan 2.1 1.3B", "wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora", "https://github.com/Wan-Video/Wan2.1",
+           "832x480", frozenset({"forge_neo", "comfyui"})))),
     ArchSpec("flux", "FLUX",
              {"ss_base_model_version": "flux1", "ss_v2": "False", "modelspec.architecture": "flux-1-dev/lora",
               "modelspec.implementation": "https://github.com/black-forest-labs/flux",
@@ -121,7 +134,7 @@ ARCHS: tuple[ArchSpec, ...] = (
 SPECS: dict[str, ArchSpec] = {a.name: a for a in ARCHS}
 
 #: Names in the historical order (SD first); every name has a table in ``tables/``.
-ARCH_NAMES = ("sd1", "sd2", "sdxl", "flux", "zimage", "qwenimage", "flux2", "chroma")
+ARCH_NAMES = ("sd1", "sd2", "sdxl", "flux", "zimage", "qwenimage", "flux2", "chroma", "wan14b", "wan5b", "wan1b")
 assert set(ARCH_NAMES) == set(SPECS)
 
 #: Display names.

@@ -1,4 +1,4 @@
-"""The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma): literal key names from the
+"""The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma, Wan 14B / 5B / 1.3B): literal key names from the
 trainers and loaders, exact fusion of real-layout files in every input family (fused and split
 projections paired by their row slices), the generic text-encoder passthrough, detection,
 refusal of pairs made for different models, and the names and metadata written."""
@@ -66,6 +66,24 @@ REAL_STEMS = [
     ("chroma", "transformer.distilled_guidance_layer.layers.0.linear_2",
      "unet.distilled_guidance_layer.layers.0.out_layer", (5120, 5120)),
     ("chroma", "lora_unet_distilled_guidance_layer_in_proj", "unet.distilled_guidance_layer.in_proj", (5120, 64)),
+    # Wan: musubi-tuner (lora_unet_ + Wan-Video names), ComfyUI / lightx2v / CausVid (diffusion_model.),
+    # diffusers / ai-toolkit (transformer. + diffusers names), DiffSynth-Studio (bare)
+    ("wan14b", "lora_unet_blocks_0_self_attn_q", "unet.blocks.0.self_attn.q", (5120, 5120)),
+    ("wan14b", "lora_unet_blocks_39_cross_attn_k_img", "unet.blocks.39.cross_attn.k_img", (5120, 5120)),
+    ("wan14b", "diffusion_model.blocks.7.ffn.0", "unet.blocks.7.ffn.0", (13824, 5120)),
+    ("wan14b", "diffusion_model.time_projection.1", "unet.time_projection.1", (30720, 5120)),
+    ("wan14b", "diffusion_model.head.head", "unet.head.head", (64, 5120)),
+    ("wan14b", "transformer.blocks.3.attn2.add_v_proj", "unet.blocks.3.cross_attn.v_img", (5120, 5120)),
+    ("wan14b", "transformer.blocks.3.attn1.to_out.0", "unet.blocks.3.self_attn.o", (5120, 5120)),
+    ("wan14b", "transformer.condition_embedder.image_embedder.ff.net.0.proj", "unet.img_emb.proj.1",
+     (1280, 1280)),
+    ("wan14b", "blocks.12.cross_attn.v", "unet.blocks.12.cross_attn.v", (5120, 5120)),
+    ("wan14b", "lycoris_blocks_0_ffn_net_2", "unet.blocks.0.ffn.2", (5120, 13824)),
+    ("wan5b", "lora_unet_blocks_29_ffn_2", "unet.blocks.29.ffn.2", (3072, 14336)),
+    ("wan5b", "diffusion_model.text_embedding.0", "unet.text_embedding.0", (3072, 4096)),
+    ("wan5b", "transformer.proj_out", "unet.head.head", (192, 3072)),
+    ("wan1b", "diffusion_model.blocks.29.cross_attn.o", "unet.blocks.29.cross_attn.o", (1536, 1536)),
+    ("wan1b", "transformer.blocks.0.ffn.net.0.proj", "unet.blocks.0.ffn.0", (8960, 1536)),
 ]
 
 
@@ -122,6 +140,11 @@ SUBSETS = {
                "unet.img_in"), "double_blocks.1.img_attn.qkv", "single_blocks.2.linear2"),
     "chroma": (("double_blocks.0.img_attn.qkv", "single_blocks.1.linear1", "distilled_guidance_layer.layers.0.in_layer"),
                "double_blocks.1.txt_mlp.2", "single_blocks.3.linear2"),
+    "wan14b": (("blocks.0.self_attn.", "blocks.0.cross_attn.k_img", "blocks.0.ffn.2", "img_emb.proj.3"),
+               "blocks.1.cross_attn.o", "time_embedding.2"),
+    "wan5b": (("blocks.0.cross_attn.", "blocks.0.ffn.0", "text_embedding.2"), "blocks.1.self_attn.v", "head.head"),
+    "wan1b": (("blocks.0.self_attn.q", "blocks.0.ffn.", "time_projection.1"), "blocks.2.cross_attn.q",
+              "blocks.29.self_attn.o"),
 }
 
 
@@ -209,7 +232,10 @@ def test_same_update_in_every_family_fuses_the_same(tmp_path, arch_name):
     blocks = {"zimage": ("layers.2.feed_forward.w1", "layers.2.attention.out"),
               "qwenimage": ("transformer_blocks.5.attn.to_k", "transformer_blocks.5.txt_mlp.net.2"),
               "flux2": ("double_blocks.3.img_mlp.2", "single_blocks.9.linear1"),
-              "chroma": ("double_blocks.3.img_attn.proj", "single_blocks.9.linear2")}[arch_name]
+              "chroma": ("double_blocks.3.img_attn.proj", "single_blocks.9.linear2"),
+              "wan14b": ("blocks.5.cross_attn.v_img", "blocks.5.ffn.2"),
+              "wan5b": ("blocks.5.self_attn.o", "time_embedding.0"),
+              "wan1b": ("blocks.5.cross_attn.k", "head.head")}[arch_name]
     rows = _rows(arch_name, blocks)
     assert rows and not any(r.get("parts") for r in rows)
     style = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, rank=5, seed=9)
@@ -235,10 +261,16 @@ WRITTEN_KEYS = {  # literal names ComfyUI / Forge Neo map (lora_unet_ + flattene
               "lora_unet_single_blocks_0_linear2", "lora_unet_img_in"],
     "chroma": ["lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_single_blocks_1_linear1",
                "lora_unet_distilled_guidance_layer_layers_0_in_layer"],
+    "wan14b": ["lora_unet_blocks_0_self_attn_q", "lora_unet_blocks_0_self_attn_o", "lora_unet_blocks_0_cross_attn_k_img",
+               "lora_unet_blocks_0_ffn_2", "lora_unet_img_emb_proj_3"],
+    "wan5b": ["lora_unet_blocks_0_cross_attn_k", "lora_unet_blocks_0_ffn_0", "lora_unet_text_embedding_2"],
+    "wan1b": ["lora_unet_blocks_0_self_attn_q", "lora_unet_blocks_0_ffn_2", "lora_unet_time_projection_1"],
 }
 WRITTEN_META = {
     "zimage": ("z_image", "Z-Image/lora"), "qwenimage": ("qwen_image", "Qwen-Image/lora"),
     "flux2": ("flux2", "Flux.2-dev/lora"), "chroma": ("chroma", "chroma/lora"),
+    "wan14b": ("wan_14b", "Wan2.1-14B/lora"), "wan5b": ("wan2.2_5b", "Wan2.2-TI2V-5B/lora"),
+    "wan1b": ("wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora"),
 }
 
 
@@ -274,6 +306,8 @@ def test_output_names_and_metadata(tmp_path, arch_name):
     ({"ss_base_model_version": "chroma"}, "chroma"),
     ({"modelspec.architecture": "Flux.1-dev/lora"}, "flux"),
     ({"ss_base_model_version": "flux1"}, "flux"),
+    ({"modelspec.architecture": "Wan2.2-TI2V-5B/lora"}, "wan14b"),  # "a Wan": the shapes pick the size
+    ({"modelspec.implementation": "https://github.com/Wan-Video/Wan2.1"}, "wan14b"),
     ({"modelspec.implementation": "https://github.com/black-forest-labs/flux"}, "flux"),
 ])
 def test_metadata_names_the_model(meta, expected):
@@ -285,6 +319,10 @@ def test_metadata_names_the_model(meta, expected):
     ("flux", ("double_blocks.0.img_attn.qkv",), "flux2", ("double_blocks.0.img_attn.qkv",), ("FLUX", "FLUX.2")),
     ("chroma", ("distilled_guidance_layer.layers.0.in_layer",), "flux", ("double_blocks.0.img_mod.lin",),
      ("Chroma", "FLUX")),
+    ("wan14b", ("blocks.0.self_attn.q",), "wan5b", ("blocks.0.self_attn.q",), ("Wan 2.1/2.2 14B", "Wan 2.2 5B")),
+    ("wan1b", ("blocks.0.ffn.0",), "wan5b", ("blocks.0.ffn.0",), ("Wan 2.1 1.3B", "Wan 2.2 5B")),
+    ("wan14b", ("blocks.0.cross_attn.q",), "qwenimage", ("transformer_blocks.30.attn.to_q",),
+     ("Wan 2.1/2.2 14B", "Qwen-Image")),
 ])
 def test_pair_of_different_models_is_refused_naming_both(tmp_path, a, rows_a, b, rows_b, labels):
     ra = [r for r in F.table(a) if ":" not in r["name"] and any(x in r["name"] for x in rows_a)][:1]
@@ -308,6 +346,32 @@ def test_chroma_and_flux_pair_where_their_layers_agree(tmp_path):
     assert {"flux", "chroma"} <= set(load_lora(c.path).arch_candidates)
     C, S = load_pair(c.path, f.path)
     assert C.arch == S.arch
+
+
+def test_wan_sizes_are_told_apart_by_shapes_whatever_the_metadata(tmp_path):
+    """One marker set for every Wan: a 5B file that says "Wan" is read as the 5B, never as the 14B."""
+    rows = _rows("wan5b", ("blocks.3.self_attn.q",))
+    f = F.make_lora(tmp_path / "w.safetensors", "wan5b", rows, rank=2, seed=1,
+                    metadata={"modelspec.architecture": "Wan2.2-TI2V-5B/lora"})
+    got = load_lora(f.path)
+    assert got.arch == "wan5b" and got.arch_candidates == ("wan5b",)
+
+
+def test_wan_t2v_and_i2v_loras_pair_on_the_14b_table(tmp_path):
+    """A Wan 2.1 I2V LoRA (image cross-attention k_img/v_img) and a T2V / Wan 2.2 A14B one fuse:
+    the shared layers are projected, the I2V-only ones pass through as the content's."""
+    shared = _rows("wan14b", ("blocks.2.cross_attn.k",))
+    i2v_only = _rows("wan14b", ("blocks.2.cross_attn.k_img",))
+    c = F.make_lora(tmp_path / "i2v.safetensors", "wan14b", shared + i2v_only, fmt="kohya", rank=3, seed=1)
+    s = F.make_lora(tmp_path / "t2v.safetensors", "wan14b", shared, fmt="ldm", rank=3, seed=2)
+    C, S = load_pair(c.path, s.path)
+    assert C.arch == S.arch == "wan14b"
+    saved = save_fused(fuse(C, S, FuseParams(mu=1.0), dtype=torch.float32), tmp_path / "o.safetensors")
+    got = F.read_output(saved.path, "wan14b")
+    assert set(got) == {shared[0]["name"], i2v_only[0]["name"]}
+    for n in got:
+        up, down = F.fused_factors(s.truth.get(n), c.truth[n], 1.0, 1.0, 0.5)
+        assert F.lowrank_rel_err(*got[n], up, down) < 1e-5, n
 
 
 def test_text_encoder_only_dit_lora_pairs_with_the_other_files_model(tmp_path):
@@ -336,6 +400,7 @@ def test_a_file_for_a_model_without_a_table_is_refused_clearly(tmp_path):
 def test_hosts_that_run_each_model():
     assert "a1111" not in arch.hosts_running("zimage") and "forge_neo" in arch.hosts_running("zimage")
     assert arch.hosts_running("flux2") == {"comfyui"}
+    assert arch.hosts_running("wan5b") == {"comfyui"} and "forge_neo" in arch.hosts_running("wan14b")
     assert "a1111" in arch.hosts_running("sdxl") and "a1111" not in arch.hosts_running("flux")
 
 
