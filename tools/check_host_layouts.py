@@ -41,6 +41,15 @@ _WAN14B = _wan(5120, 13824, 40, 36, 16, "i2v")  # Wan2.1-I2V-14B: the superset t
 _WAN5B = _wan(3072, 14336, 30, 48, 48, "t2v")  # Wan2.2-TI2V-5B
 _WAN1B = _wan(1536, 8960, 30, 16, 16, "t2v")  # Wan2.1-T2V-1.3B
 
+
+def _mmdit(hidden, pos_embed_max_size, attn2_layers):
+    """The SD3 config ComfyUI's detection builds (model_detection.py, "mmdit model" branch)."""
+    return dict(in_channels=16, patch_size=2, out_channels=16, depth=hidden // 64, input_size=None,
+                adm_in_channels=2048, context_embedder_config={"target": "torch.nn.Linear", "params": {
+                    "in_features": 4096, "out_features": hidden}},
+                num_patches=pos_embed_max_size ** 2, pos_embed_max_size=pos_embed_max_size, qk_norm="rms",
+                pos_embed_scaling_factor=None, x_block_self_attn_layers=list(attn2_layers))
+
 #: ComfyUI: arch -> (supported_models class, unet_config as comfy/model_detection.py builds it)
 COMFY = {
     "flux": ("Flux", dict(_BFL, image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768,
@@ -50,6 +59,8 @@ COMFY = {
     "wan14b": ("WAN21_I2V", _WAN14B),
     "wan5b": ("WAN22_T2V", _WAN5B),
     "wan1b": ("WAN21_T2V", _WAN1B),
+    "sd35l": ("SD3", _mmdit(2432, 192, ())),
+    "sd35m": ("SD3", _mmdit(1536, 384, range(13))),
 }
 #: Forge Neo: arch -> (module, class, config as modules_forge/packages/huggingface_guess/detection.py builds it)
 NEO = {
@@ -80,14 +91,15 @@ def compare(label: str, arch: str, model_weights: dict[str, list[int]], key_map:
     extra = sorted(set(model_weights) - set(table))
     print(f"{label} {arch}: {len(table)} table weights, {len(bad)} missing or with another shape"
           + ("" if key_map is None else f", {len(unmapped)} not mapped from lora_unet_<flat path>")
-          + f"; the model has {len(model_weights)} 2-D weights, {len(extra)} not in the table"
+          + f"; the model has {len(model_weights)} linear/conv weights, {len(extra)} not in the table"
           + (f" (first: {(bad + unmapped + extra)[0]})" if bad or unmapped or extra else ""))
     return len(bad) + len(unmapped) + len(extra)
 
 
 def weights_2d(state_dict, prefix: str = "") -> dict[str, list[int]]:
+    """Linear (2-D) and Conv2d (4-D) weights: what the tables list (norms are 1-D, Conv3d 5-D)."""
     return {k[len(prefix):-len(".weight")]: list(v.shape) for k, v in state_dict.items()
-            if k.startswith(prefix) and k.endswith(".weight") and v.dim() == 2}
+            if k.startswith(prefix) and k.endswith(".weight") and v.dim() in (2, 4)}
 
 
 def check_comfyui(folder: str) -> int:

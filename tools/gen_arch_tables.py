@@ -368,6 +368,53 @@ def wan_path(path: str) -> str:
     return f"blocks.{p[1]}.{_WAN_BLOCK[attn]}.{_WAN_BLOCK[proj]}"
 
 
+# Stable Diffusion 3.5 (Stability AI MMDiT): diffusers' SD3Transformer2DModel; the original
+# (SAI) layout is the one ComfyUI (comfy/ldm/modules/diffusionmodules/mmdit.py) holds. The last
+# joint block's context stream is pre-only: no attention output, no MLP, and its modulation is
+# an AdaLayerNormContinuous in diffusers (halves swapped, as norm_out).
+SD35_LARGE = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64,
+                  num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432,
+                  pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192, qk_norm="rms_norm")
+SD35_MEDIUM = dict(SD35_LARGE, num_layers=24, num_attention_heads=24, caption_projection_dim=1536,
+                   pos_embed_max_size=384, dual_attention_layers=list(range(13)))
+_SD3_TOP = {
+    "pos_embed.proj": "x_embedder.proj", "context_embedder": "context_embedder",
+    "time_text_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+    "time_text_embed.timestep_embedder.linear_2": "t_embedder.mlp.2",
+    "time_text_embed.text_embedder.linear_1": "y_embedder.mlp.0",
+    "time_text_embed.text_embedder.linear_2": "y_embedder.mlp.2",
+    "proj_out": "final_layer.linear", "norm_out.linear": "final_layer.adaLN_modulation.1",
+}
+_SD3_BLOCK = {
+    "attn.to_q": "x_block.attn.qkv:q", "attn.to_k": "x_block.attn.qkv:k", "attn.to_v": "x_block.attn.qkv:v",
+    "attn.add_q_proj": "context_block.attn.qkv:q", "attn.add_k_proj": "context_block.attn.qkv:k",
+    "attn.add_v_proj": "context_block.attn.qkv:v",
+    "attn.to_out.0": "x_block.attn.proj", "attn.to_add_out": "context_block.attn.proj",
+    "attn2.to_q": "x_block.attn2.qkv:q", "attn2.to_k": "x_block.attn2.qkv:k", "attn2.to_v": "x_block.attn2.qkv:v",
+    "attn2.to_out.0": "x_block.attn2.proj",
+    "norm1.linear": "x_block.adaLN_modulation.1", "norm1_context.linear": "context_block.adaLN_modulation.1",
+    "ff.net.0.proj": "x_block.mlp.fc1", "ff.net.2": "x_block.mlp.fc2",
+    "ff_context.net.0.proj": "context_block.mlp.fc1", "ff_context.net.2": "context_block.mlp.fc2",
+}
+SD3_PARTS = {"x_block.attn.qkv": ("q", "k", "v"), "context_block.attn.qkv": ("q", "k", "v"),
+             "x_block.attn2.qkv": ("q", "k", "v")}
+
+
+def sd3_path(path: str) -> str:
+    """SAI MMDiT path of a diffusers SD3Transformer2DModel module (the inverse of
+    ``convert_sd3_transformer_checkpoint_to_diffusers``): ``joint_blocks.N.x_block.attn.qkv:q``."""
+    if path in _SD3_TOP:
+        return _SD3_TOP[path]
+    p = path.split(".")
+    if p[0] != "transformer_blocks":
+        raise ValueError(f"unmapped SD3 module {path}")
+    return f"joint_blocks.{p[1]}.{_SD3_BLOCK['.'.join(p[2:])]}"
+
+
+def sd3_swapped(cfg: dict) -> frozenset:
+    return frozenset({"norm_out.linear", f"transformer_blocks.{cfg['num_layers'] - 1}.norm1_context.linear"})
+
+
 @dataclass(frozen=True)
 class DitModel:
     cls: str
@@ -396,6 +443,13 @@ DIT_MODELS = {
                        "I2V-A14B: the same without image_dim / added_kv_proj_dim)", wan_path),
     "wan5b": DitModel("WanTransformer3DModel", WAN_5B, "Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer/config.json",
                       wan_path),
+    "sd35l": DitModel("SD3Transformer2DModel", SD35_LARGE,
+                      "stabilityai/stable-diffusion-3.5-large transformer/config.json (-large-turbo: the same)",
+                      sd3_path, SD3_PARTS, sd3_swapped(SD35_LARGE)),
+    # SD3-medium (3.0) has the same layers without the 13 blocks' second attention (attn2)
+    "sd35m": DitModel("SD3Transformer2DModel", SD35_MEDIUM,
+                      "stabilityai/stable-diffusion-3.5-medium transformer/config.json (SD3-medium: a subset)",
+                      sd3_path, SD3_PARTS, sd3_swapped(SD35_MEDIUM)),
     "wan1b": DitModel("WanTransformer3DModel", WAN_1_3B, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json",
                       wan_path),
 }
@@ -614,7 +668,9 @@ _SINGLE_FILE = {"zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
                 "chroma": "convert_chroma_transformer_checkpoint_to_diffusers",
                 "wan14b": "convert_wan_transformer_to_diffusers",
                 "wan5b": "convert_wan_transformer_to_diffusers",
-                "wan1b": "convert_wan_transformer_to_diffusers"}
+                "wan1b": "convert_wan_transformer_to_diffusers",
+                "sd35l": "convert_sd3_transformer_checkpoint_to_diffusers",
+                "sd35m": "convert_sd3_transformer_checkpoint_to_diffusers"}
 #: diffusers LoRA converters: (function, key family, original paths it does not convert). Families:
 #: "ldm" = diffusion_model.<original path> + lora_A/B; "kohya" = lora_unet_<flat original path>
 #: + lora_down/up/alpha; "kohya-split" = lora_unet_<flat diffusers path> (trainers that wrap

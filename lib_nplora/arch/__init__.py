@@ -1,4 +1,4 @@
-"""Base architectures (SD1, SD2, SDXL, FLUX.1, Z-Image, Qwen-Image, FLUX.2, Chroma, Wan): the modules
+"""Base architectures (SD1, SD2, SDXL, FLUX.1, Z-Image, Qwen-Image, FLUX.2, Chroma, Wan, SD3.5): the modules
 a LoRA can target, their canonical names and weight shapes, and every other name trainers use
 for them. Adding one is data: a table (``tools/gen_arch_tables.py``) and an ``ArchSpec`` row.
 
@@ -10,7 +10,7 @@ configs). Canonical names:
   (``unet.input_blocks.4.1.transformer_blocks.0.attn1.to_q``), BFL for FLUX.1, FLUX.2 and Chroma
   (``unet.double_blocks.0.img_attn.qkv``), Tongyi's for Z-Image (``unet.layers.0.attention.qkv``),
   the diffusers one for Qwen-Image (released in that layout), Wan-Video's for Wan
-  (``unet.blocks.0.self_attn.q``). It is the layout ComfyUI and Forge
+  (``unet.blocks.0.self_attn.q``), SAI's MMDiT for SD3.5 (``unet.joint_blocks.0.x_block.attn.qkv``). It is the layout ComfyUI and Forge
   Neo hold the model in, so ``Architecture.kohya_key`` gives a name both load;
 * text encoders: ``te.`` (SD1/SD2), ``te1.``/``te2.`` (SDXL), ``te1.``/``te3.`` (FLUX CLIP-L/T5)
   + the Hugging Face transformers path. The DiTs' text encoders (Qwen3, Qwen2.5-VL, Mistral,
@@ -105,6 +105,14 @@ ARCHS: tuple[ArchSpec, ...] = (
            "1280x704", frozenset({"comfyui"})),
           ("wan1b", "Wan 2.1 1.3B", "wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora", "https://github.com/Wan-Video/Wan2.1",
            "832x480", frozenset({"forge_neo", "comfyui"})))),
+    # SD3.5: Large and Medium differ in every shape (hidden 2432, 1536); one marker set. CLIP-L,
+    # CLIP-G and T5 are generic te1/te2/te3 (sd-scripts' lora_te1_/lora_te2_/lora_te3_)
+    *(ArchSpec(name, label, _dit_metadata("sd3", f"stable-diffusion-3.5-{size}/lora",
+                                          "https://github.com/Stability-AI/sd3.5"),
+               {"transformer": "unet", "text_encoder": "te1", "text_encoder_2": "te2", "text_encoder_3": "te3"},
+               {"te": "te1"}, ("te1", "te2", "te3"), ("stable-diffusion-3", "sd3"), frozenset({"comfyui"}),
+               bare_paths=True)
+      for name, label, size in (("sd35l", "SD3.5 Large", "large"), ("sd35m", "SD3.5 Medium", "medium"))),
     ArchSpec("flux", "FLUX",
              {"ss_base_model_version": "flux1", "ss_v2": "False", "modelspec.architecture": "flux-1-dev/lora",
               "modelspec.implementation": "https://github.com/black-forest-labs/flux",
@@ -134,7 +142,8 @@ ARCHS: tuple[ArchSpec, ...] = (
 SPECS: dict[str, ArchSpec] = {a.name: a for a in ARCHS}
 
 #: Names in the historical order (SD first); every name has a table in ``tables/``.
-ARCH_NAMES = ("sd1", "sd2", "sdxl", "flux", "zimage", "qwenimage", "flux2", "chroma", "wan14b", "wan5b", "wan1b")
+ARCH_NAMES = ("sd1", "sd2", "sdxl", "flux", "zimage", "qwenimage", "flux2", "chroma", "wan14b", "wan5b", "wan1b",
+              "sd35l", "sd35m")
 assert set(ARCH_NAMES) == set(SPECS)
 
 #: Display names.

@@ -1,4 +1,5 @@
-"""The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma, Wan 14B / 5B / 1.3B): literal key names from the
+"""The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma, Wan 14B / 5B / 1.3B, SD3.5 Large /
+Medium): literal key names from the
 trainers and loaders, exact fusion of real-layout files in every input family (fused and split
 projections paired by their row slices), the generic text-encoder passthrough, detection,
 refusal of pairs made for different models, and the names and metadata written."""
@@ -84,6 +85,25 @@ REAL_STEMS = [
     ("wan5b", "transformer.proj_out", "unet.head.head", (192, 3072)),
     ("wan1b", "diffusion_model.blocks.29.cross_attn.o", "unet.blocks.29.cross_attn.o", (1536, 1536)),
     ("wan1b", "transformer.blocks.0.ffn.net.0.proj", "unet.blocks.0.ffn.0", (8960, 1536)),
+    # SD3.5: sd-scripts (lora_unet_ + SAI MMDiT names), ComfyUI (diffusion_model.), diffusers /
+    # SimpleTuner / ai-toolkit (transformer. + diffusers names, split q/k/v)
+    ("sd35l", "lora_unet_joint_blocks_0_x_block_attn_qkv", "unet.joint_blocks.0.x_block.attn.qkv", (7296, 2432)),
+    ("sd35l", "lora_unet_joint_blocks_37_context_block_adaLN_modulation_1",
+     "unet.joint_blocks.37.context_block.adaLN_modulation.1", (4864, 2432)),
+    ("sd35l", "transformer.transformer_blocks.10.attn.add_v_proj", "unet.joint_blocks.10.context_block.attn.qkv:v",
+     (2432, 2432)),
+    ("sd35l", "transformer.transformer_blocks.0.ff_context.net.2", "unet.joint_blocks.0.context_block.mlp.fc2",
+     (2432, 9728)),
+    ("sd35l", "diffusion_model.joint_blocks.36.context_block.attn.proj", "unet.joint_blocks.36.context_block.attn.proj",
+     (2432, 2432)),
+    ("sd35l", "transformer.time_text_embed.text_embedder.linear_1", "unet.y_embedder.mlp.0", (2432, 2048)),
+    ("sd35m", "transformer.transformer_blocks.12.attn2.to_k", "unet.joint_blocks.12.x_block.attn2.qkv:k",
+     (1536, 1536)),
+    ("sd35m", "lora_unet_joint_blocks_3_x_block_attn2_qkv", "unet.joint_blocks.3.x_block.attn2.qkv", (4608, 1536)),
+    ("sd35m", "diffusion_model.joint_blocks.23.x_block.mlp.fc1", "unet.joint_blocks.23.x_block.mlp.fc1",
+     (6144, 1536)),
+    ("sd35m", "lycoris_transformer_blocks_0_attn_to_out_0", "unet.joint_blocks.0.x_block.attn.proj", (1536, 1536)),
+    ("sd35m", "transformer.context_embedder", "unet.context_embedder", (1536, 4096)),
 ]
 
 
@@ -145,6 +165,10 @@ SUBSETS = {
     "wan5b": (("blocks.0.cross_attn.", "blocks.0.ffn.0", "text_embedding.2"), "blocks.1.self_attn.v", "head.head"),
     "wan1b": (("blocks.0.self_attn.q", "blocks.0.ffn.", "time_projection.1"), "blocks.2.cross_attn.q",
               "blocks.29.self_attn.o"),
+    "sd35l": (("joint_blocks.0.x_block.attn.qkv", "joint_blocks.0.context_block.mlp.fc2", "t_embedder.mlp.2"),
+              "joint_blocks.1.x_block.attn.proj", "joint_blocks.37.context_block.attn.qkv"),
+    "sd35m": (("joint_blocks.0.x_block.attn2.qkv", "joint_blocks.0.context_block.attn.qkv", "unet.context_embedder"),
+              "joint_blocks.14.x_block.mlp.fc1", "joint_blocks.2.x_block.adaLN_modulation.1"),
 }
 
 
@@ -235,7 +259,9 @@ def test_same_update_in_every_family_fuses_the_same(tmp_path, arch_name):
               "chroma": ("double_blocks.3.img_attn.proj", "single_blocks.9.linear2"),
               "wan14b": ("blocks.5.cross_attn.v_img", "blocks.5.ffn.2"),
               "wan5b": ("blocks.5.self_attn.o", "time_embedding.0"),
-              "wan1b": ("blocks.5.cross_attn.k", "head.head")}[arch_name]
+              "wan1b": ("blocks.5.cross_attn.k", "head.head"),
+              "sd35l": ("joint_blocks.5.x_block.mlp.fc2", "joint_blocks.5.context_block.attn.proj"),
+              "sd35m": ("joint_blocks.5.x_block.attn2.proj", "y_embedder.mlp.2")}[arch_name]
     rows = _rows(arch_name, blocks)
     assert rows and not any(r.get("parts") for r in rows)
     style = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, rank=5, seed=9)
@@ -265,12 +291,17 @@ WRITTEN_KEYS = {  # literal names ComfyUI / Forge Neo map (lora_unet_ + flattene
                "lora_unet_blocks_0_ffn_2", "lora_unet_img_emb_proj_3"],
     "wan5b": ["lora_unet_blocks_0_cross_attn_k", "lora_unet_blocks_0_ffn_0", "lora_unet_text_embedding_2"],
     "wan1b": ["lora_unet_blocks_0_self_attn_q", "lora_unet_blocks_0_ffn_2", "lora_unet_time_projection_1"],
+    "sd35l": ["lora_unet_joint_blocks_0_x_block_attn_qkv", "lora_unet_joint_blocks_0_context_block_mlp_fc2",
+              "lora_unet_t_embedder_mlp_2"],
+    "sd35m": ["lora_unet_joint_blocks_0_x_block_attn2_qkv", "lora_unet_joint_blocks_0_context_block_attn_qkv",
+              "lora_unet_context_embedder"],
 }
 WRITTEN_META = {
     "zimage": ("z_image", "Z-Image/lora"), "qwenimage": ("qwen_image", "Qwen-Image/lora"),
     "flux2": ("flux2", "Flux.2-dev/lora"), "chroma": ("chroma", "chroma/lora"),
     "wan14b": ("wan_14b", "Wan2.1-14B/lora"), "wan5b": ("wan2.2_5b", "Wan2.2-TI2V-5B/lora"),
     "wan1b": ("wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora"),
+    "sd35l": ("sd3", "stable-diffusion-3.5-large/lora"), "sd35m": ("sd3", "stable-diffusion-3.5-medium/lora"),
 }
 
 
@@ -308,6 +339,9 @@ def test_output_names_and_metadata(tmp_path, arch_name):
     ({"ss_base_model_version": "flux1"}, "flux"),
     ({"modelspec.architecture": "Wan2.2-TI2V-5B/lora"}, "wan14b"),  # "a Wan": the shapes pick the size
     ({"modelspec.implementation": "https://github.com/Wan-Video/Wan2.1"}, "wan14b"),
+    ({"modelspec.architecture": "stable-diffusion-3.5-medium/lora"}, "sd35l"),  # "an SD3": shapes pick
+    ({"ss_base_model_version": "sd3"}, "sd35l"),
+    ({"modelspec.architecture": "stable-diffusion-v1/lora"}, "sd1"),
     ({"modelspec.implementation": "https://github.com/black-forest-labs/flux"}, "flux"),
 ])
 def test_metadata_names_the_model(meta, expected):
@@ -321,6 +355,9 @@ def test_metadata_names_the_model(meta, expected):
      ("Chroma", "FLUX")),
     ("wan14b", ("blocks.0.self_attn.q",), "wan5b", ("blocks.0.self_attn.q",), ("Wan 2.1/2.2 14B", "Wan 2.2 5B")),
     ("wan1b", ("blocks.0.ffn.0",), "wan5b", ("blocks.0.ffn.0",), ("Wan 2.1 1.3B", "Wan 2.2 5B")),
+    ("sd35l", ("joint_blocks.0.x_block.attn.qkv",), "sd35m", ("joint_blocks.0.x_block.attn.qkv",),
+     ("SD3.5 Large", "SD3.5 Medium")),
+    ("sd35m", ("joint_blocks.0.x_block.mlp.fc1",), "flux", ("double_blocks.0.img_mlp.0",), ("SD3.5 Medium", "FLUX")),
     ("wan14b", ("blocks.0.cross_attn.q",), "qwenimage", ("transformer_blocks.30.attn.to_q",),
      ("Wan 2.1/2.2 14B", "Qwen-Image")),
 ])
@@ -374,6 +411,35 @@ def test_wan_t2v_and_i2v_loras_pair_on_the_14b_table(tmp_path):
         assert F.lowrank_rel_err(*got[n], up, down) < 1e-5, n
 
 
+def test_sd3_pre_only_context_modulation_is_read_with_its_halves_swapped():
+    """The last joint block's context modulation is an AdaLayerNormContinuous in diffusers
+    ((scale, shift), as norm_out); SAI's holds (shift, scale). The blocks before are plain."""
+    a = arch.get("sd35l")
+    last = "unet.joint_blocks.37.context_block.adaLN_modulation.1"
+    assert resolve_stem(a, "transformer.transformer_blocks.37.norm1_context.linear") == (last, True)
+    assert resolve_stem(a, "lora_unet_joint_blocks_37_context_block_adaLN_modulation_1") == (last, False)
+    assert resolve_stem(a, "transformer.transformer_blocks.36.norm1_context.linear") == (
+        "unet.joint_blocks.36.context_block.adaLN_modulation.1", False)
+    assert "unet.joint_blocks.37.context_block.attn.proj" not in a.modules  # pre-only: no output, no MLP
+    assert "unet.joint_blocks.13.x_block.attn2.qkv" not in arch.get("sd35m").modules  # attn2 in 0-12 only
+
+
+def test_sd3_text_encoders_are_written_as_kohya_te1_te2_te3(tmp_path):
+    """CLIP-L, CLIP-G and T5 modules (diffusers text_encoder, _2, _3) come back as sd-scripts'
+    lora_te1_ / lora_te2_ / lora_te3_ names; the denoiser is fused as usual."""
+    tes = [F.text_encoder_row("text_model.encoder.layers.0.self_attn.q_proj", (32, 24)),
+           F.text_encoder_row("text_model.encoder.layers.1.mlp.fc1", (40, 24), "te2", "text_encoder_2"),
+           F.text_encoder_row("encoder.block.0.layer.0.SelfAttention.q", (24, 24), "te3", "text_encoder_3")]
+    rows = _rows("sd35m", ("joint_blocks.1.x_block.attn.proj",)) + tes
+    c = F.make_lora(tmp_path / "c.safetensors", "sd35m", rows, fmt="peft", rank=3, seed=1)
+    s = F.make_lora(tmp_path / "s.safetensors", "sd35m", rows, fmt="peft", rank=3, seed=2)
+    C, S = load_pair(c.path, s.path)
+    assert C.arch == S.arch == "sd35m"
+    stems = {k.split(".")[0] for k in load_file(save_fused(fuse(C, S, FuseParams()), tmp_path / "o.safetensors").path)}
+    assert stems == {"lora_unet_joint_blocks_1_x_block_attn_proj", "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+                     "lora_te2_text_model_encoder_layers_1_mlp_fc1", "lora_te3_encoder_block_0_layer_0_SelfAttention_q"}
+
+
 def test_text_encoder_only_dit_lora_pairs_with_the_other_files_model(tmp_path):
     te = F.make_lora(tmp_path / "te.safetensors", "zimage", [TE_ROW], rank=2, seed=1)
     rows = _rows("zimage", ("layers.0.attention.out",))
@@ -400,6 +466,7 @@ def test_a_file_for_a_model_without_a_table_is_refused_clearly(tmp_path):
 def test_hosts_that_run_each_model():
     assert "a1111" not in arch.hosts_running("zimage") and "forge_neo" in arch.hosts_running("zimage")
     assert arch.hosts_running("flux2") == {"comfyui"}
+    assert arch.hosts_running("sd35l") == arch.hosts_running("sd35m") == {"comfyui"}
     assert arch.hosts_running("wan5b") == {"comfyui"} and "forge_neo" in arch.hosts_running("wan14b")
     assert "a1111" in arch.hosts_running("sdxl") and "a1111" not in arch.hosts_running("flux")
 
