@@ -50,6 +50,10 @@ def _mmdit(hidden, pos_embed_max_size, attn2_layers):
                 num_patches=pos_embed_max_size ** 2, pos_embed_max_size=pos_embed_max_size, qk_norm="rms",
                 pos_embed_scaling_factor=None, x_block_self_attn_layers=list(attn2_layers))
 
+#: Lumina-Image-2.0 as ComfyUI's detection builds it ("cap_embedder.1.weight" branch)
+_LUMINA2 = dict(patch_size=2, in_channels=16, dim=2304, cap_feat_dim=2304, n_layers=26, n_heads=24, n_kv_heads=8,
+                qk_norm=True, axes_dims=[32, 32, 32], axes_lens=[300, 512, 512])
+
 #: ComfyUI: arch -> (supported_models class, unet_config as comfy/model_detection.py builds it)
 COMFY = {
     "flux": ("Flux", dict(_BFL, image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768,
@@ -61,6 +65,7 @@ COMFY = {
     "wan1b": ("WAN21_T2V", _WAN1B),
     "sd35l": ("SD3", _mmdit(2432, 192, ())),
     "sd35m": ("SD3", _mmdit(1536, 384, range(13))),
+    "lumina2": ("Lumina2", dict(_LUMINA2, image_model="lumina2")),
 }
 #: Forge Neo: arch -> (module, class, config as modules_forge/packages/huggingface_guess/detection.py builds it)
 NEO = {
@@ -74,6 +79,8 @@ NEO = {
     "chroma": ("backend.nn.chroma", "IntegratedChromaTransformer2DModel", _CHROMA),
     # Forge Neo lists Wan 2.1 T2V / I2V (huggingface_guess/model_list.py); not the 5B (Wan 2.2 latent)
     "wan14b": ("backend.nn.wan", "WanModel", {k: v for k, v in _WAN14B.items() if k != "image_model"}),
+    # Forge Neo's detection adds rope_theta and ffn_dim_multiplier=4.0 for Lumina 2
+    "lumina2": ("backend.nn.lumina", "NextDiT", dict(_LUMINA2, rope_theta=10000.0, ffn_dim_multiplier=4.0)),
     "wan1b": ("backend.nn.wan", "WanModel", {k: v for k, v in _WAN1B.items() if k != "image_model"}),
 }
 

@@ -415,6 +415,34 @@ def sd3_swapped(cfg: dict) -> frozenset:
     return frozenset({"norm_out.linear", f"transformer_blocks.{cfg['num_layers'] - 1}.norm1_context.linear"})
 
 
+# Lumina-Image-2.0 (Alpha-VLLM NextDiT, the ancestor of Z-Image's layout): diffusers'
+# Lumina2Transformer2DModel; ComfyUI and Forge Neo hold it as NextDiT (comfy/ldm/lumina/model.py,
+# backend/nn/lumina.py). Grouped-query attention: the fused qkv is q 2304 + k 768 + v 768 rows.
+LUMINA2 = dict(sample_size=128, patch_size=2, in_channels=16, hidden_size=2304, num_layers=26,
+               num_refiner_layers=2, num_attention_heads=24, num_kv_heads=8, multiple_of=256,
+               ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0, cap_feat_dim=2304)
+_LUMINA2_TOP = {"time_caption_embed.caption_embedder.1": "cap_embedder.1",
+                "time_caption_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+                "time_caption_embed.timestep_embedder.linear_2": "t_embedder.mlp.2",
+                "norm_out.linear_1": "final_layer.adaLN_modulation.1", "norm_out.linear_2": "final_layer.linear"}
+_LUMINA2_BLOCK = {"attn.to_q": "attention.qkv:q", "attn.to_k": "attention.qkv:k", "attn.to_v": "attention.qkv:v",
+                  "attn.to_out.0": "attention.out", "feed_forward.linear_1": "feed_forward.w1",
+                  "feed_forward.linear_2": "feed_forward.w2", "feed_forward.linear_3": "feed_forward.w3",
+                  "norm1.linear": "adaLN_modulation.1"}
+
+
+def lumina2_path(path: str) -> str:
+    """Alpha-VLLM NextDiT path of a diffusers Lumina2Transformer2DModel module (the inverse of
+    ``convert_lumina2_to_diffusers``): ``layers.N.attention.qkv:q``, ``feed_forward.w1``."""
+    if path in _LUMINA2_TOP or path == "x_embedder":
+        return _LUMINA2_TOP.get(path, path)
+    block, _, rest = path.partition(".")
+    index, _, rest = rest.partition(".")
+    if block not in ("layers", "noise_refiner", "context_refiner") or rest not in _LUMINA2_BLOCK:
+        raise ValueError(f"unmapped Lumina2 module {path}")
+    return f"{block}.{index}.{_LUMINA2_BLOCK[rest]}"
+
+
 @dataclass(frozen=True)
 class DitModel:
     cls: str
@@ -443,6 +471,9 @@ DIT_MODELS = {
                        "I2V-A14B: the same without image_dim / added_kv_proj_dim)", wan_path),
     "wan5b": DitModel("WanTransformer3DModel", WAN_5B, "Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer/config.json",
                       wan_path),
+    "lumina2": DitModel("Lumina2Transformer2DModel", LUMINA2,
+                        "Alpha-VLLM/Lumina-Image-2.0 transformer/config.json", lumina2_path,
+                        {"attention.qkv": ("q", "k", "v")}),
     "sd35l": DitModel("SD3Transformer2DModel", SD35_LARGE,
                       "stabilityai/stable-diffusion-3.5-large transformer/config.json (-large-turbo: the same)",
                       sd3_path, SD3_PARTS, sd3_swapped(SD35_LARGE)),
@@ -670,7 +701,8 @@ _SINGLE_FILE = {"zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
                 "wan5b": "convert_wan_transformer_to_diffusers",
                 "wan1b": "convert_wan_transformer_to_diffusers",
                 "sd35l": "convert_sd3_transformer_checkpoint_to_diffusers",
-                "sd35m": "convert_sd3_transformer_checkpoint_to_diffusers"}
+                "sd35m": "convert_sd3_transformer_checkpoint_to_diffusers",
+                "lumina2": "convert_lumina2_to_diffusers"}
 #: diffusers LoRA converters: (function, key family, original paths it does not convert). Families:
 #: "ldm" = diffusion_model.<original path> + lora_A/B; "kohya" = lora_unet_<flat original path>
 #: + lora_down/up/alpha; "kohya-split" = lora_unet_<flat diffusers path> (trainers that wrap
@@ -688,6 +720,9 @@ _LORA_CONVERTERS = {
            ("_convert_musubi_wan_lora_to_diffusers", "kohya",
             ("time_embedding.", "text_embedding.", "time_projection.", "img_emb.", "head."))]
        for w in ("wan14b", "wan5b", "wan1b")},
+    # the blocks only (it raises on any other key); fused qkv split [2304, 768, 768]
+    "lumina2": [("_convert_non_diffusers_lumina2_lora_to_diffusers", "ldm",
+                 ("x_embedder", "t_embedder.", "cap_embedder.", "final_layer."))],
 }
 
 

@@ -1,4 +1,4 @@
-"""Base architectures (SD1, SD2, SDXL, FLUX.1, Z-Image, Qwen-Image, FLUX.2, Chroma, Wan, SD3.5): the modules
+"""Base architectures (SD1, SD2, SDXL, FLUX.1, Z-Image, Qwen-Image, FLUX.2, Chroma, Wan, SD3.5, Lumina-Image-2.0): the modules
 a LoRA can target, their canonical names and weight shapes, and every other name trainers use
 for them. Adding one is data: a table (``tools/gen_arch_tables.py``) and an ``ArchSpec`` row.
 
@@ -8,7 +8,8 @@ configs). Canonical names:
 
 * denoiser: ``unet.`` + the original-checkpoint path: LDM/SGM for SD
   (``unet.input_blocks.4.1.transformer_blocks.0.attn1.to_q``), BFL for FLUX.1, FLUX.2 and Chroma
-  (``unet.double_blocks.0.img_attn.qkv``), Tongyi's for Z-Image (``unet.layers.0.attention.qkv``),
+  (``unet.double_blocks.0.img_attn.qkv``), Tongyi's for Z-Image and Alpha-VLLM's for Lumina-Image-2.0
+  (``unet.layers.0.attention.qkv``),
   the diffusers one for Qwen-Image (released in that layout), Wan-Video's for Wan
   (``unet.blocks.0.self_attn.q``), SAI's MMDiT for SD3.5 (``unet.joint_blocks.0.x_block.attn.qkv``). It is the layout ComfyUI and Forge
   Neo hold the model in, so ``Architecture.kohya_key`` gives a name both load;
@@ -105,6 +106,10 @@ ARCHS: tuple[ArchSpec, ...] = (
            "1280x704", frozenset({"comfyui"})),
           ("wan1b", "Wan 2.1 1.3B", "wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora", "https://github.com/Wan-Video/Wan2.1",
            "832x480", frozenset({"forge_neo", "comfyui"})))),
+    ArchSpec("lumina2", "Lumina-Image-2.0",
+             _dit_metadata("lumina2", "lumina-2/lora", "https://github.com/Alpha-VLLM/Lumina-Image-2.0"),
+             {"transformer": "unet", "text_encoder": "te1", "text_encoders": "te1"}, {"te": "te1"}, ("te1",),
+             ("lumina",), frozenset({"forge_neo", "comfyui"}), bare_paths=True),
     # SD3.5: Large and Medium differ in every shape (hidden 2432, 1536); one marker set. CLIP-L,
     # CLIP-G and T5 are generic te1/te2/te3 (sd-scripts' lora_te1_/lora_te2_/lora_te3_)
     *(ArchSpec(name, label, _dit_metadata("sd3", f"stable-diffusion-3.5-{size}/lora",
@@ -143,7 +148,7 @@ SPECS: dict[str, ArchSpec] = {a.name: a for a in ARCHS}
 
 #: Names in the historical order (SD first); every name has a table in ``tables/``.
 ARCH_NAMES = ("sd1", "sd2", "sdxl", "flux", "zimage", "qwenimage", "flux2", "chroma", "wan14b", "wan5b", "wan1b",
-              "sd35l", "sd35m")
+              "sd35l", "sd35m", "lumina2")
 assert set(ARCH_NAMES) == set(SPECS)
 
 #: Display names.

@@ -1,5 +1,5 @@
 """The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma, Wan 14B / 5B / 1.3B, SD3.5 Large /
-Medium): literal key names from the
+Medium, Lumina-Image-2.0): literal key names from the
 trainers and loaders, exact fusion of real-layout files in every input family (fused and split
 projections paired by their row slices), the generic text-encoder passthrough, detection,
 refusal of pairs made for different models, and the names and metadata written."""
@@ -104,6 +104,17 @@ REAL_STEMS = [
      (6144, 1536)),
     ("sd35m", "lycoris_transformer_blocks_0_attn_to_out_0", "unet.joint_blocks.0.x_block.attn.proj", (1536, 1536)),
     ("sd35m", "transformer.context_embedder", "unet.context_embedder", (1536, 4096)),
+    # Lumina-Image-2.0: sd-scripts / ComfyUI (NextDiT names, fused GQA qkv), diffusers / SimpleTuner
+    ("lumina2", "lora_unet_layers_0_attention_qkv", "unet.layers.0.attention.qkv", (3840, 2304)),
+    ("lumina2", "diffusion_model.layers.25.feed_forward.w3", "unet.layers.25.feed_forward.w3", (9216, 2304)),
+    ("lumina2", "transformer.layers.3.attn.to_k", "unet.layers.3.attention.qkv:k", (768, 2304)),
+    ("lumina2", "transformer.noise_refiner.1.norm1.linear", "unet.noise_refiner.1.adaLN_modulation.1",
+     (9216, 1024)),
+    ("lumina2", "transformer.context_refiner.0.feed_forward.linear_2", "unet.context_refiner.0.feed_forward.w2",
+     (2304, 9216)),
+    ("lumina2", "transformer.time_caption_embed.caption_embedder.1", "unet.cap_embedder.1", (2304, 2304)),
+    ("lumina2", "transformer.norm_out.linear_2", "unet.final_layer.linear", (64, 2304)),
+    ("lumina2", "lycoris_layers_2_attn_to_out_0", "unet.layers.2.attention.out", (2304, 2304)),
 ]
 
 
@@ -169,6 +180,8 @@ SUBSETS = {
               "joint_blocks.1.x_block.attn.proj", "joint_blocks.37.context_block.attn.qkv"),
     "sd35m": (("joint_blocks.0.x_block.attn2.qkv", "joint_blocks.0.context_block.attn.qkv", "unet.context_embedder"),
               "joint_blocks.14.x_block.mlp.fc1", "joint_blocks.2.x_block.adaLN_modulation.1"),
+    "lumina2": (("layers.0.attention.", "context_refiner.1.feed_forward.w1", "t_embedder.mlp.0"),
+                "noise_refiner.0.attention.qkv", "layers.25.adaLN_modulation.1"),
 }
 
 
@@ -226,6 +239,8 @@ def _rewrite_split(made, arch_name, path, fmt):
 
 
 @pytest.mark.parametrize("arch_name,parents,fmt", [
+    ("lumina2", ("unet.layers.4.attention.qkv",), "ldm-peft"),  # grouped-query: q 2304, k and v 768 rows
+    ("sd35m", ("unet.joint_blocks.2.x_block.attn2.qkv", "unet.joint_blocks.2.context_block.attn.qkv"), "kohya-split"),
     ("zimage", ("unet.layers.4.attention.qkv", "unet.context_refiner.1.attention.qkv"), "ldm-peft"),
     ("zimage", ("unet.layers.4.attention.qkv",), "kohya-split"),
     ("flux2", ("unet.double_blocks.2.img_attn.qkv", "unet.double_blocks.2.txt_attn.qkv"), "ldm-peft"),
@@ -261,7 +276,8 @@ def test_same_update_in_every_family_fuses_the_same(tmp_path, arch_name):
               "wan5b": ("blocks.5.self_attn.o", "time_embedding.0"),
               "wan1b": ("blocks.5.cross_attn.k", "head.head"),
               "sd35l": ("joint_blocks.5.x_block.mlp.fc2", "joint_blocks.5.context_block.attn.proj"),
-              "sd35m": ("joint_blocks.5.x_block.attn2.proj", "y_embedder.mlp.2")}[arch_name]
+              "sd35m": ("joint_blocks.5.x_block.attn2.proj", "y_embedder.mlp.2"),
+              "lumina2": ("layers.5.feed_forward.w2", "final_layer.adaLN_modulation.1")}[arch_name]
     rows = _rows(arch_name, blocks)
     assert rows and not any(r.get("parts") for r in rows)
     style = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, rank=5, seed=9)
@@ -295,6 +311,8 @@ WRITTEN_KEYS = {  # literal names ComfyUI / Forge Neo map (lora_unet_ + flattene
               "lora_unet_t_embedder_mlp_2"],
     "sd35m": ["lora_unet_joint_blocks_0_x_block_attn2_qkv", "lora_unet_joint_blocks_0_context_block_attn_qkv",
               "lora_unet_context_embedder"],
+    "lumina2": ["lora_unet_layers_0_attention_qkv", "lora_unet_layers_0_attention_out",
+                "lora_unet_context_refiner_1_feed_forward_w1", "lora_unet_t_embedder_mlp_0"],
 }
 WRITTEN_META = {
     "zimage": ("z_image", "Z-Image/lora"), "qwenimage": ("qwen_image", "Qwen-Image/lora"),
@@ -302,6 +320,7 @@ WRITTEN_META = {
     "wan14b": ("wan_14b", "Wan2.1-14B/lora"), "wan5b": ("wan2.2_5b", "Wan2.2-TI2V-5B/lora"),
     "wan1b": ("wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora"),
     "sd35l": ("sd3", "stable-diffusion-3.5-large/lora"), "sd35m": ("sd3", "stable-diffusion-3.5-medium/lora"),
+    "lumina2": ("lumina2", "lumina-2/lora"),
 }
 
 
@@ -341,6 +360,7 @@ def test_output_names_and_metadata(tmp_path, arch_name):
     ({"modelspec.implementation": "https://github.com/Wan-Video/Wan2.1"}, "wan14b"),
     ({"modelspec.architecture": "stable-diffusion-3.5-medium/lora"}, "sd35l"),  # "an SD3": shapes pick
     ({"ss_base_model_version": "sd3"}, "sd35l"),
+    ({"modelspec.architecture": "lumina-2/lora"}, "lumina2"),
     ({"modelspec.architecture": "stable-diffusion-v1/lora"}, "sd1"),
     ({"modelspec.implementation": "https://github.com/black-forest-labs/flux"}, "flux"),
 ])
@@ -357,6 +377,7 @@ def test_metadata_names_the_model(meta, expected):
     ("wan1b", ("blocks.0.ffn.0",), "wan5b", ("blocks.0.ffn.0",), ("Wan 2.1 1.3B", "Wan 2.2 5B")),
     ("sd35l", ("joint_blocks.0.x_block.attn.qkv",), "sd35m", ("joint_blocks.0.x_block.attn.qkv",),
      ("SD3.5 Large", "SD3.5 Medium")),
+    ("lumina2", ("layers.0.attention.qkv",), "zimage", ("layers.0.attention.qkv",), ("Lumina-Image-2.0", "Z-Image")),
     ("sd35m", ("joint_blocks.0.x_block.mlp.fc1",), "flux", ("double_blocks.0.img_mlp.0",), ("SD3.5 Medium", "FLUX")),
     ("wan14b", ("blocks.0.cross_attn.q",), "qwenimage", ("transformer_blocks.30.attn.to_q",),
      ("Wan 2.1/2.2 14B", "Qwen-Image")),
