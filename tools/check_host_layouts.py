@@ -66,6 +66,11 @@ COMFY = {
     "sd35l": ("SD3", _mmdit(2432, 192, ())),
     "sd35m": ("SD3", _mmdit(1536, 384, range(13))),
     "lumina2": ("Lumina2", dict(_LUMINA2, image_model="lumina2")),
+    "hidream": ("HiDream", dict(
+        image_model="hidream", attention_head_dim=128, axes_dims_rope=[64, 32, 32], caption_channels=[4096, 4096],
+        max_resolution=[128, 128], in_channels=16, llama_layers=list(range(32)) + [31] * 16, num_attention_heads=20,
+        num_routed_experts=4, num_activated_experts=2, num_layers=16, num_single_layers=32, out_channels=16,
+        patch_size=2, text_emb_dim=2048)),
 }
 #: Forge Neo: arch -> (module, class, config as modules_forge/packages/huggingface_guess/detection.py builds it)
 NEO = {
@@ -85,6 +90,11 @@ NEO = {
 }
 
 
+#: weights a host's class holds that no LoRA can target, left out of the tables on purpose:
+#: HiDream's MoE router gates (a bare parameter in diffusers' MoEGate, so PEFT cannot wrap them)
+NOT_LORA_TARGETS = {"hidream": (".ff_i.gate",)}
+
+
 def table_weights(arch: str) -> dict[str, list[int]]:
     rows = json.loads((TABLES / f"{arch}.json").read_text())["modules"]
     return {r["name"][len("unet."):]: r["shape"] for r in rows if r["name"].startswith("unet.") and ":" not in r["name"]}
@@ -95,10 +105,12 @@ def compare(label: str, arch: str, model_weights: dict[str, list[int]], key_map:
     bad = [p for p, shape in table.items() if model_weights.get(p) != shape]
     unmapped = [] if key_map is None else [
         p for p in table if key_map.get("lora_unet_" + p.replace(".", "_")) != f"diffusion_model.{p}.weight"]
-    extra = sorted(set(model_weights) - set(table))
+    skipped = [p for p in model_weights if p not in table and p.endswith(NOT_LORA_TARGETS.get(arch, ()))]
+    extra = sorted(set(model_weights) - set(table) - set(skipped))
     print(f"{label} {arch}: {len(table)} table weights, {len(bad)} missing or with another shape"
           + ("" if key_map is None else f", {len(unmapped)} not mapped from lora_unet_<flat path>")
           + f"; the model has {len(model_weights)} linear/conv weights, {len(extra)} not in the table"
+          + (f" (+ {len(skipped)} no LoRA targets: {', '.join(NOT_LORA_TARGETS[arch])})" if skipped else "")
           + (f" (first: {(bad + unmapped + extra)[0]})" if bad or unmapped or extra else ""))
     return len(bad) + len(unmapped) + len(extra)
 

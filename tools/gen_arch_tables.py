@@ -443,6 +443,17 @@ def lumina2_path(path: str) -> str:
     return f"{block}.{index}.{_LUMINA2_BLOCK[rest]}"
 
 
+# HiDream-I1 (Full, Dev, Fast: one layout): diffusers' HiDreamImageTransformer2DModel, released in
+# that layout (diffusers' single-file converter only strips a prefix); ComfyUI's
+# comfy/ldm/hidream/model.py keeps it. Mixture-of-experts feed-forwards (4 routed experts + one
+# shared, each w1/w2/w3); the routers' gate is a bare parameter, not a linear, so not listed.
+# llama_layers (which Llama-3.1 hidden states feed the blocks) does not change a weight: omitted.
+HIDREAM_I1 = dict(patch_size=2, in_channels=16, out_channels=16, num_layers=16, num_single_layers=32,
+                  attention_head_dim=128, num_attention_heads=20, caption_channels=[4096, 4096], text_emb_dim=2048,
+                  num_routed_experts=4, num_activated_experts=2, axes_dims_rope=[64, 32, 32],
+                  max_resolution=[128, 128])
+
+
 @dataclass(frozen=True)
 class DitModel:
     cls: str
@@ -474,6 +485,8 @@ DIT_MODELS = {
     "lumina2": DitModel("Lumina2Transformer2DModel", LUMINA2,
                         "Alpha-VLLM/Lumina-Image-2.0 transformer/config.json", lumina2_path,
                         {"attention.qkv": ("q", "k", "v")}),
+    "hidream": DitModel("HiDreamImageTransformer2DModel", HIDREAM_I1,
+                        "HiDream-ai/HiDream-I1-Full transformer/config.json (-Dev, -Fast: the same)", lambda p: p),
     "sd35l": DitModel("SD3Transformer2DModel", SD35_LARGE,
                       "stabilityai/stable-diffusion-3.5-large transformer/config.json (-large-turbo: the same)",
                       sd3_path, SD3_PARTS, sd3_swapped(SD35_LARGE)),
@@ -702,7 +715,8 @@ _SINGLE_FILE = {"zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
                 "wan1b": "convert_wan_transformer_to_diffusers",
                 "sd35l": "convert_sd3_transformer_checkpoint_to_diffusers",
                 "sd35m": "convert_sd3_transformer_checkpoint_to_diffusers",
-                "lumina2": "convert_lumina2_to_diffusers"}
+                "lumina2": "convert_lumina2_to_diffusers",
+                "hidream": "convert_hidream_transformer_to_diffusers"}
 #: diffusers LoRA converters: (function, key family, original paths it does not convert). Families:
 #: "ldm" = diffusion_model.<original path> + lora_A/B; "kohya" = lora_unet_<flat original path>
 #: + lora_down/up/alpha; "kohya-split" = lora_unet_<flat diffusers path> (trainers that wrap
@@ -721,6 +735,7 @@ _LORA_CONVERTERS = {
             ("time_embedding.", "text_embedding.", "time_projection.", "img_emb.", "head."))]
        for w in ("wan14b", "wan5b", "wan1b")},
     # the blocks only (it raises on any other key); fused qkv split [2304, 768, 768]
+    "hidream": [("_convert_non_diffusers_hidream_lora_to_diffusers", "ldm", ())],
     "lumina2": [("_convert_non_diffusers_lumina2_lora_to_diffusers", "ldm",
                  ("x_embedder", "t_embedder.", "cap_embedder.", "final_layer."))],
 }

@@ -1,5 +1,5 @@
 """The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma, Wan 14B / 5B / 1.3B, SD3.5 Large /
-Medium, Lumina-Image-2.0): literal key names from the
+Medium, Lumina-Image-2.0, HiDream-I1): literal key names from the
 trainers and loaders, exact fusion of real-layout files in every input family (fused and split
 projections paired by their row slices), the generic text-encoder passthrough, detection,
 refusal of pairs made for different models, and the names and metadata written."""
@@ -115,6 +115,15 @@ REAL_STEMS = [
     ("lumina2", "transformer.time_caption_embed.caption_embedder.1", "unet.cap_embedder.1", (2304, 2304)),
     ("lumina2", "transformer.norm_out.linear_2", "unet.final_layer.linear", (64, 2304)),
     ("lumina2", "lycoris_layers_2_attn_to_out_0", "unet.layers.2.attention.out", (2304, 2304)),
+    # HiDream-I1 (released in the diffusers layout): diffusers / ai-toolkit, ComfyUI, kohya-style
+    ("hidream", "transformer.double_stream_blocks.0.block.attn1.to_q_t",
+     "unet.double_stream_blocks.0.block.attn1.to_q_t", (2560, 2560)),
+    ("hidream", "diffusion_model.single_stream_blocks.31.block.ff_i.experts.3.w2",
+     "unet.single_stream_blocks.31.block.ff_i.experts.3.w2", (2560, 6912)),
+    ("hidream", "lora_unet_double_stream_blocks_15_block_ff_i_shared_experts_w1",
+     "unet.double_stream_blocks.15.block.ff_i.shared_experts.w1", (3584, 2560)),
+    ("hidream", "transformer.caption_projection.48.linear", "unet.caption_projection.48.linear", (2560, 4096)),
+    ("hidream", "double_stream_blocks.2.block.ff_t.w3", "unet.double_stream_blocks.2.block.ff_t.w3", (6912, 2560)),
 ]
 
 
@@ -182,6 +191,9 @@ SUBSETS = {
               "joint_blocks.14.x_block.mlp.fc1", "joint_blocks.2.x_block.adaLN_modulation.1"),
     "lumina2": (("layers.0.attention.", "context_refiner.1.feed_forward.w1", "t_embedder.mlp.0"),
                 "noise_refiner.0.attention.qkv", "layers.25.adaLN_modulation.1"),
+    "hidream": (("double_stream_blocks.0.block.attn1.to_q", "double_stream_blocks.0.block.ff_i.experts.0.w1",
+                 "p_embedder.pooled_embedder.linear_1"), "single_stream_blocks.0.block.attn1.to_out",
+                "double_stream_blocks.1.block.ff_t.w2"),
 }
 
 
@@ -277,7 +289,8 @@ def test_same_update_in_every_family_fuses_the_same(tmp_path, arch_name):
               "wan1b": ("blocks.5.cross_attn.k", "head.head"),
               "sd35l": ("joint_blocks.5.x_block.mlp.fc2", "joint_blocks.5.context_block.attn.proj"),
               "sd35m": ("joint_blocks.5.x_block.attn2.proj", "y_embedder.mlp.2"),
-              "lumina2": ("layers.5.feed_forward.w2", "final_layer.adaLN_modulation.1")}[arch_name]
+              "lumina2": ("layers.5.feed_forward.w2", "final_layer.adaLN_modulation.1"),
+              "hidream": ("single_stream_blocks.5.block.attn1.to_v", "caption_projection.3.")}[arch_name]
     rows = _rows(arch_name, blocks)
     assert rows and not any(r.get("parts") for r in rows)
     style = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, rank=5, seed=9)
@@ -313,6 +326,8 @@ WRITTEN_KEYS = {  # literal names ComfyUI / Forge Neo map (lora_unet_ + flattene
               "lora_unet_context_embedder"],
     "lumina2": ["lora_unet_layers_0_attention_qkv", "lora_unet_layers_0_attention_out",
                 "lora_unet_context_refiner_1_feed_forward_w1", "lora_unet_t_embedder_mlp_0"],
+    "hidream": ["lora_unet_double_stream_blocks_0_block_attn1_to_q", "lora_unet_double_stream_blocks_0_block_attn1_to_q_t",
+                "lora_unet_double_stream_blocks_0_block_ff_i_experts_0_w1", "lora_unet_p_embedder_pooled_embedder_linear_1"],
 }
 WRITTEN_META = {
     "zimage": ("z_image", "Z-Image/lora"), "qwenimage": ("qwen_image", "Qwen-Image/lora"),
@@ -320,7 +335,7 @@ WRITTEN_META = {
     "wan14b": ("wan_14b", "Wan2.1-14B/lora"), "wan5b": ("wan2.2_5b", "Wan2.2-TI2V-5B/lora"),
     "wan1b": ("wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora"),
     "sd35l": ("sd3", "stable-diffusion-3.5-large/lora"), "sd35m": ("sd3", "stable-diffusion-3.5-medium/lora"),
-    "lumina2": ("lumina2", "lumina-2/lora"),
+    "lumina2": ("lumina2", "lumina-2/lora"), "hidream": ("hidream", "HiDream-I1/lora"),
 }
 
 
@@ -361,6 +376,7 @@ def test_output_names_and_metadata(tmp_path, arch_name):
     ({"modelspec.architecture": "stable-diffusion-3.5-medium/lora"}, "sd35l"),  # "an SD3": shapes pick
     ({"ss_base_model_version": "sd3"}, "sd35l"),
     ({"modelspec.architecture": "lumina-2/lora"}, "lumina2"),
+    ({"modelspec.architecture": "HiDream-I1/lora"}, "hidream"),
     ({"modelspec.architecture": "stable-diffusion-v1/lora"}, "sd1"),
     ({"modelspec.implementation": "https://github.com/black-forest-labs/flux"}, "flux"),
 ])
@@ -377,6 +393,8 @@ def test_metadata_names_the_model(meta, expected):
     ("wan1b", ("blocks.0.ffn.0",), "wan5b", ("blocks.0.ffn.0",), ("Wan 2.1 1.3B", "Wan 2.2 5B")),
     ("sd35l", ("joint_blocks.0.x_block.attn.qkv",), "sd35m", ("joint_blocks.0.x_block.attn.qkv",),
      ("SD3.5 Large", "SD3.5 Medium")),
+    ("hidream", ("double_stream_blocks.0.block.attn1.to_q",), "qwenimage", ("transformer_blocks.30.attn.to_q",),
+     ("HiDream-I1", "Qwen-Image")),
     ("lumina2", ("layers.0.attention.qkv",), "zimage", ("layers.0.attention.qkv",), ("Lumina-Image-2.0", "Z-Image")),
     ("sd35m", ("joint_blocks.0.x_block.mlp.fc1",), "flux", ("double_blocks.0.img_mlp.0",), ("SD3.5 Medium", "FLUX")),
     ("wan14b", ("blocks.0.cross_attn.q",), "qwenimage", ("transformer_blocks.30.attn.to_q",),
@@ -461,6 +479,26 @@ def test_sd3_text_encoders_are_written_as_kohya_te1_te2_te3(tmp_path):
                      "lora_te2_text_model_encoder_layers_1_mlp_fc1", "lora_te3_encoder_block_0_layer_0_SelfAttention_q"}
 
 
+def test_hidream_llama_text_encoder_is_te4(tmp_path):
+    """HiDream's fourth text encoder (Llama-3.1, diffusers text_encoder_4) is generic te4, written
+    as lora_te4_ and read back as te4 (never projected)."""
+    a = arch.get("hidream")
+    assert resolve_stem(a, "text_encoder_4.model.layers.0.self_attn.q_proj") == (
+        "te4.model_layers_0_self_attn_q_proj", False)
+    assert resolve_stem(a, "lora_te4_model_layers_0_self_attn_q_proj") == ("te4.model_layers_0_self_attn_q_proj", False)
+    assert arch.is_text_encoder("te4.model_layers_0_self_attn_q_proj")
+    te4 = F.text_encoder_row("model.layers.0.self_attn.q_proj", (32, 24), "te4", "text_encoder_4")
+    rows = _rows("hidream", ("double_stream_blocks.3.block.attn1.to_k",)) + [te4]
+    c = F.make_lora(tmp_path / "c.safetensors", "hidream", rows, fmt="peft", rank=2, seed=1)
+    s = F.make_lora(tmp_path / "s.safetensors", "hidream", rows, fmt="peft", rank=2, seed=2)
+    C, S = load_pair(c.path, s.path)
+    assert C.arch == "hidream"
+    saved = save_fused(fuse(C, S, FuseParams(), dtype=torch.float32), tmp_path / "o.safetensors")
+    got = F.read_output(saved.path, "hidream", [te4])
+    up, down = F.fused_factors(s.truth[te4["name"]], c.truth[te4["name"]], 1.0, 1.0, 0.0)  # not projected
+    assert F.lowrank_rel_err(*got[te4["name"]], up, down) < 1e-5
+
+
 def test_text_encoder_only_dit_lora_pairs_with_the_other_files_model(tmp_path):
     te = F.make_lora(tmp_path / "te.safetensors", "zimage", [TE_ROW], rank=2, seed=1)
     rows = _rows("zimage", ("layers.0.attention.out",))
@@ -487,7 +525,8 @@ def test_a_file_for_a_model_without_a_table_is_refused_clearly(tmp_path):
 def test_hosts_that_run_each_model():
     assert "a1111" not in arch.hosts_running("zimage") and "forge_neo" in arch.hosts_running("zimage")
     assert arch.hosts_running("flux2") == {"comfyui"}
-    assert arch.hosts_running("sd35l") == arch.hosts_running("sd35m") == {"comfyui"}
+    assert arch.hosts_running("sd35l") == arch.hosts_running("sd35m") == arch.hosts_running("hidream") == {"comfyui"}
+    assert arch.hosts_running("lumina2") == {"forge_neo", "comfyui"}
     assert arch.hosts_running("wan5b") == {"comfyui"} and "forge_neo" in arch.hosts_running("wan14b")
     assert "a1111" in arch.hosts_running("sdxl") and "a1111" not in arch.hosts_running("flux")
 
