@@ -264,6 +264,16 @@ QWEN_IMAGE = dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60, 
 FLUX2_DEV = dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=48, attention_head_dim=128,
                  num_attention_heads=48, joint_attention_dim=15360, timestep_guidance_channels=256,
                  mlp_ratio=3.0, guidance_embeds=True)
+# FLUX.2-klein: no published config.json could be read offline. The dimensions are those of
+# third-party implementations (an InvokeAI FLUX.2-klein integration note with tensor shapes:
+# img_in [3072, 128], txt_in [3072, 7680], single_blocks.0.linear1 [27648, 3072]; the C / Zig
+# ports: 5 double + 20 single blocks, 24 heads of 128, Qwen3 layers 9/18/27 stacked), the
+# 9B's (hidden 4096, 8 + 24 blocks, Qwen3-8B: 3 x 4096) from the same note, consistent with its
+# ~9.1B parameters (another port says 6 double blocks: 8.1B). A wrong guess only refuses files.
+FLUX2_KLEIN_4B = dict(FLUX2_DEV, num_layers=5, num_single_layers=20, num_attention_heads=24,
+                      joint_attention_dim=7680, guidance_embeds=False)
+FLUX2_KLEIN_9B = dict(FLUX2_DEV, num_layers=8, num_single_layers=24, num_attention_heads=32,
+                      joint_attention_dim=12288, guidance_embeds=False)
 CHROMA1_HD = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
                   num_attention_heads=24, joint_attention_dim=4096, approximator_num_channels=64,
                   approximator_hidden_dim=5120, approximator_layers=5)
@@ -473,6 +483,12 @@ DIT_MODELS = {
                           lambda p: p),  # released in the diffusers layout: ComfyUI/Neo keep it
     "flux2": DitModel("Flux2Transformer2DModel", FLUX2_DEV, "black-forest-labs/FLUX.2-dev transformer/config.json",
                       flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
+    "flux2klein4b": DitModel("Flux2Transformer2DModel", FLUX2_KLEIN_4B,
+                             "black-forest-labs/FLUX.2-klein-4B (config not read: third-party dimensions, see above)",
+                             flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
+    "flux2klein9b": DitModel("Flux2Transformer2DModel", FLUX2_KLEIN_9B,
+                             "black-forest-labs/FLUX.2-klein-9B (config not read: third-party dimensions, see above)",
+                             flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
     "chroma": DitModel("ChromaTransformer2DModel", CHROMA1_HD, "lodestones/Chroma1-HD transformer/config.json",
                        chroma_path, FLUX_PARTS),
     # Wan2.1-I2V-14B's layers are a superset of Wan2.1-T2V-14B's and Wan2.2-T2V/I2V-A14B's (the
@@ -710,6 +726,8 @@ def _run_filling(fn, ckpt: dict, limit: int = 5000):
 _SINGLE_FILE = {"zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
                 "flux2": "convert_flux2_transformer_checkpoint_to_diffusers",
                 "chroma": "convert_chroma_transformer_checkpoint_to_diffusers",
+                "flux2klein4b": "convert_flux2_transformer_checkpoint_to_diffusers",
+                "flux2klein9b": "convert_flux2_transformer_checkpoint_to_diffusers",
                 "wan14b": "convert_wan_transformer_to_diffusers",
                 "wan5b": "convert_wan_transformer_to_diffusers",
                 "wan1b": "convert_wan_transformer_to_diffusers",
@@ -729,6 +747,10 @@ _LORA_CONVERTERS = {
               # diffusers 0.42.1 logs these as "Unsupported keys for Kohya Flux2 LoRA conversion"
               ("_convert_kohya_flux2_lora_to_diffusers", "kohya",
                ("guidance_in.", "double_stream_modulation_", "single_stream_modulation.", "final_layer.adaLN"))],
+    **{k: [("_convert_non_diffusers_flux2_lora_to_diffusers", "ldm", ()),
+           ("_convert_kohya_flux2_lora_to_diffusers", "kohya",
+            ("double_stream_modulation_", "single_stream_modulation.", "final_layer.adaLN"))]
+       for k in ("flux2klein4b", "flux2klein9b")},
     **{w: [("_convert_non_diffusers_wan_lora_to_diffusers", "ldm", ()),
            # musubi-tuner's Wan LoRAs: the blocks only (it raises on any other key)
            ("_convert_musubi_wan_lora_to_diffusers", "kohya",

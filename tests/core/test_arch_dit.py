@@ -1,5 +1,5 @@
 """The DiT architectures (Z-Image, Qwen-Image, FLUX.2, Chroma, Wan 14B / 5B / 1.3B, SD3.5 Large /
-Medium, Lumina-Image-2.0, HiDream-I1): literal key names from the
+Medium, Lumina-Image-2.0, HiDream-I1, FLUX.2-klein 4B / 9B): literal key names from the
 trainers and loaders, exact fusion of real-layout files in every input family (fused and split
 projections paired by their row slices), the generic text-encoder passthrough, detection,
 refusal of pairs made for different models, and the names and metadata written."""
@@ -124,6 +124,20 @@ REAL_STEMS = [
      "unet.double_stream_blocks.15.block.ff_i.shared_experts.w1", (3584, 2560)),
     ("hidream", "transformer.caption_projection.48.linear", "unet.caption_projection.48.linear", (2560, 4096)),
     ("hidream", "double_stream_blocks.2.block.ff_t.w3", "unet.double_stream_blocks.2.block.ff_t.w3", (6912, 2560)),
+    # FLUX.2-klein: FLUX.2's names (musubi-tuner, ComfyUI; ai-toolkit diffusers names); the shapes
+    # of the 4B's published tensors (img_in, txt_in, linear1, the shared modulations)
+    ("flux2klein4b", "lora_unet_img_in", "unet.img_in", (3072, 128)),
+    ("flux2klein4b", "diffusion_model.txt_in", "unet.txt_in", (3072, 7680)),
+    ("flux2klein4b", "lora_unet_single_blocks_19_linear1", "unet.single_blocks.19.linear1", (27648, 3072)),
+    ("flux2klein4b", "diffusion_model.double_stream_modulation_img.lin", "unet.double_stream_modulation_img.lin",
+     (18432, 3072)),
+    ("flux2klein4b", "transformer.single_stream_modulation.linear", "unet.single_stream_modulation.lin",
+     (9216, 3072)),
+    ("flux2klein4b", "transformer.transformer_blocks.4.attn.add_k_proj", "unet.double_blocks.4.txt_attn.qkv:k",
+     (3072, 3072)),
+    ("flux2klein9b", "lora_unet_double_blocks_7_img_attn_qkv", "unet.double_blocks.7.img_attn.qkv", (12288, 4096)),
+    ("flux2klein9b", "transformer.single_transformer_blocks.23.attn.to_out", "unet.single_blocks.23.linear2",
+     (4096, 16384)),
 ]
 
 
@@ -194,6 +208,10 @@ SUBSETS = {
     "hidream": (("double_stream_blocks.0.block.attn1.to_q", "double_stream_blocks.0.block.ff_i.experts.0.w1",
                  "p_embedder.pooled_embedder.linear_1"), "single_stream_blocks.0.block.attn1.to_out",
                 "double_stream_blocks.1.block.ff_t.w2"),
+    "flux2klein4b": (("double_blocks.0.img_attn.qkv", "double_blocks.0.img_mlp.0", "single_blocks.0.linear1"),
+                     "double_blocks.4.txt_attn.proj", "single_stream_modulation.lin"),
+    "flux2klein9b": (("double_blocks.0.txt_attn.qkv", "single_blocks.23.linear2", "unet.txt_in"),
+                     "double_blocks.7.img_mlp.2", "double_blocks.1.img_attn.qkv"),
 }
 
 
@@ -290,7 +308,9 @@ def test_same_update_in_every_family_fuses_the_same(tmp_path, arch_name):
               "sd35l": ("joint_blocks.5.x_block.mlp.fc2", "joint_blocks.5.context_block.attn.proj"),
               "sd35m": ("joint_blocks.5.x_block.attn2.proj", "y_embedder.mlp.2"),
               "lumina2": ("layers.5.feed_forward.w2", "final_layer.adaLN_modulation.1"),
-              "hidream": ("single_stream_blocks.5.block.attn1.to_v", "caption_projection.3.")}[arch_name]
+              "hidream": ("single_stream_blocks.5.block.attn1.to_v", "caption_projection.3."),
+              "flux2klein4b": ("double_blocks.2.img_mlp.2", "single_blocks.19.linear1"),
+              "flux2klein9b": ("double_blocks.2.txt_mlp.0", "double_stream_modulation_txt.lin")}[arch_name]
     rows = _rows(arch_name, blocks)
     assert rows and not any(r.get("parts") for r in rows)
     style = F.make_lora(tmp_path / "s.safetensors", arch_name, rows, rank=5, seed=9)
@@ -328,6 +348,9 @@ WRITTEN_KEYS = {  # literal names ComfyUI / Forge Neo map (lora_unet_ + flattene
                 "lora_unet_context_refiner_1_feed_forward_w1", "lora_unet_t_embedder_mlp_0"],
     "hidream": ["lora_unet_double_stream_blocks_0_block_attn1_to_q", "lora_unet_double_stream_blocks_0_block_attn1_to_q_t",
                 "lora_unet_double_stream_blocks_0_block_ff_i_experts_0_w1", "lora_unet_p_embedder_pooled_embedder_linear_1"],
+    "flux2klein4b": ["lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_double_blocks_0_img_mlp_0",
+                     "lora_unet_single_blocks_0_linear1"],
+    "flux2klein9b": ["lora_unet_double_blocks_0_txt_attn_qkv", "lora_unet_single_blocks_23_linear2", "lora_unet_txt_in"],
 }
 WRITTEN_META = {
     "zimage": ("z_image", "Z-Image/lora"), "qwenimage": ("qwen_image", "Qwen-Image/lora"),
@@ -336,6 +359,7 @@ WRITTEN_META = {
     "wan1b": ("wan2.1_1.3b", "Wan2.1-T2V-1.3B/lora"),
     "sd35l": ("sd3", "stable-diffusion-3.5-large/lora"), "sd35m": ("sd3", "stable-diffusion-3.5-medium/lora"),
     "lumina2": ("lumina2", "lumina-2/lora"), "hidream": ("hidream", "HiDream-I1/lora"),
+    "flux2klein4b": ("flux2_klein_4b", "Flux.2-klein-4b/lora"), "flux2klein9b": ("flux2_klein_9b", "Flux.2-klein-9b/lora"),
 }
 
 
@@ -367,7 +391,9 @@ def test_output_names_and_metadata(tmp_path, arch_name):
     ({"modelspec.architecture": "Z-Image/lora"}, "zimage"),
     ({"modelspec.architecture": "Qwen-Image-Edit-2511/lora"}, "qwenimage"),
     ({"modelspec.architecture": "Flux.2-dev/lora"}, "flux2"),
-    ({"modelspec.architecture": "Flux.2-klein-4b/lora"}, "flux2"),
+    ({"modelspec.architecture": "Flux.2-klein-4b/lora"}, "flux2klein4b"),
+    ({"modelspec.architecture": "Flux.2-klein-base-9b/lora"}, "flux2"),  # not "klein-9b": FLUX.2 by "flux.2"
+    ({"ss_base_model_version": "flux2_klein_9b"}, "flux2klein9b"),
     ({"ss_base_model_version": "chroma"}, "chroma"),
     ({"modelspec.architecture": "Flux.1-dev/lora"}, "flux"),
     ({"ss_base_model_version": "flux1"}, "flux"),
@@ -393,6 +419,10 @@ def test_metadata_names_the_model(meta, expected):
     ("wan1b", ("blocks.0.ffn.0",), "wan5b", ("blocks.0.ffn.0",), ("Wan 2.1 1.3B", "Wan 2.2 5B")),
     ("sd35l", ("joint_blocks.0.x_block.attn.qkv",), "sd35m", ("joint_blocks.0.x_block.attn.qkv",),
      ("SD3.5 Large", "SD3.5 Medium")),
+    ("flux2klein4b", ("single_blocks.0.linear1",), "flux2", ("single_blocks.0.linear1",), ("FLUX.2-klein 4B", "FLUX.2")),
+    ("flux2klein4b", ("double_blocks.0.img_mlp.0",), "flux2klein9b", ("double_blocks.0.img_mlp.0",),
+     ("FLUX.2-klein 4B", "FLUX.2-klein 9B")),
+    ("flux2klein4b", ("single_blocks.0.linear1",), "flux", ("single_blocks.0.linear1",), ("FLUX.2-klein 4B", "FLUX")),
     ("hidream", ("double_stream_blocks.0.block.attn1.to_q",), "qwenimage", ("transformer_blocks.30.attn.to_q",),
      ("HiDream-I1", "Qwen-Image")),
     ("lumina2", ("layers.0.attention.qkv",), "zimage", ("layers.0.attention.qkv",), ("Lumina-Image-2.0", "Z-Image")),
@@ -510,16 +540,32 @@ def test_text_encoder_only_dit_lora_pairs_with_the_other_files_model(tmp_path):
 
 
 def test_a_file_for_a_model_without_a_table_is_refused_clearly(tmp_path):
-    """A FLUX.2-klein-4B LoRA (hidden size 3072, 5 double blocks) fits no table: refused, naming
-    its module and the shape that does not fit."""
-    sd = {"diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": torch.zeros(2, 3072),
-          "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight": torch.zeros(9216, 2),
-          "diffusion_model.double_stream_modulation_img.lin.lora_A.weight": torch.zeros(2, 3072),
-          "diffusion_model.double_stream_modulation_img.lin.lora_B.weight": torch.zeros(18432, 2)}
-    save_file(sd, str(tmp_path / "klein.safetensors"), metadata={"modelspec.architecture": "Flux.2-klein-4b/lora"})
+    """A FLUX.2-layout LoRA of a width no table has (hidden 5120) fits no table: refused, naming
+    the file."""
+    sd = {"diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": torch.zeros(2, 5120),
+          "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight": torch.zeros(15360, 2),
+          "diffusion_model.double_stream_modulation_img.lin.lora_A.weight": torch.zeros(2, 5120),
+          "diffusion_model.double_stream_modulation_img.lin.lora_B.weight": torch.zeros(30720, 2)}
+    save_file(sd, str(tmp_path / "other.safetensors"), metadata={"modelspec.architecture": "Flux.2-pro/lora"})
     with pytest.raises(Exception) as e:
-        load_lora(tmp_path / "klein.safetensors")
-    assert "klein.safetensors" in str(e.value)
+        load_lora(tmp_path / "other.safetensors")
+    assert "other.safetensors" in str(e.value)
+
+
+def test_klein_4b_attention_fits_flux1_too_and_metadata_decides(tmp_path):
+    """The 4B's double-block attention has FLUX.1's names and shapes (hidden 3072): such a file
+    fits FLUX.1, Chroma and the 4B, and is read as FLUX.1 unless its metadata (musubi-tuner's
+    Flux.2-klein-4b) says klein."""
+    rows = [F.rows_by_name("flux2klein4b")["unet.double_blocks.1.img_attn.qkv"]]
+    bare = F.make_lora(tmp_path / "bare.safetensors", "flux2klein4b", rows, rank=2, seed=1)
+    said = F.make_lora(tmp_path / "said.safetensors", "flux2klein4b", rows, rank=2, seed=2,
+                       metadata={"modelspec.architecture": "Flux.2-klein-4b/lora"})
+    assert {"flux", "chroma", "flux2klein4b"} <= set(load_lora(bare.path).arch_candidates)
+    assert load_lora(bare.path).arch == "flux" and load_lora(said.path).arch == "flux2klein4b"
+    C, S = load_pair(said.path, bare.path)  # one model for both (the first both fit, as for Chroma)
+    assert C.arch == S.arch
+    C, S = load_pair(said.path, said.path)
+    assert C.arch == S.arch == "flux2klein4b"
 
 
 def test_hosts_that_run_each_model():
@@ -527,6 +573,7 @@ def test_hosts_that_run_each_model():
     assert arch.hosts_running("flux2") == {"comfyui"}
     assert arch.hosts_running("sd35l") == arch.hosts_running("sd35m") == arch.hosts_running("hidream") == {"comfyui"}
     assert arch.hosts_running("lumina2") == {"forge_neo", "comfyui"}
+    assert arch.hosts_running("flux2klein4b") == arch.hosts_running("flux2klein9b") == {"comfyui"}
     assert arch.hosts_running("wan5b") == {"comfyui"} and "forge_neo" in arch.hosts_running("wan14b")
     assert "a1111" in arch.hosts_running("sdxl") and "a1111" not in arch.hosts_running("flux")
 
