@@ -7,7 +7,8 @@ UNets, BFL layout for FLUX, HF transformers layout for text encoders) and its di
 name. ``--check`` runs diffusers' own original->diffusers checkpoint converters on a fake
 checkpoint built from the tables and asserts that every module lands where the table says.
 
-The DiT tables (``DIT_MODELS``: Z-Image, Qwen-Image, FLUX.2, Chroma) list the denoiser only:
+The DiT tables (``DIT_MODELS``: Z-Image, Qwen-Image, FLUX.2-dev and -klein, Chroma, Wan, SD3.5,
+Lumina-Image-2.0, HiDream-I1) list the denoiser only:
 their text encoders (Qwen2.5-VL, Qwen3, Mistral, T5, ...) are read as generic passthrough
 modules (see ``lib_nplora.arch``), so they need no table. Each DiT row's canonical name is the
 original checkpoint path (the one ComfyUI and Forge Neo hold the model under), its aliases the
@@ -22,7 +23,8 @@ Developer tool, not needed at run time. Two throw-away venvs:
     python tools/gen_arch_tables.py --arch sd1 sd2 sdxl flux [--check]
 * the DiTs (classes that exist from diffusers 0.36 on):
     pip install torch==2.13.0 diffusers==0.42.1 transformers accelerate
-    python tools/gen_arch_tables.py --arch zimage qwenimage flux2 chroma [--check]
+    python tools/gen_arch_tables.py --arch zimage qwenimage flux2 chroma flux2klein4b flux2klein9b \
+        wan14b wan5b wan1b sd35l sd35m lumina2 hidream [--check]
 Run from the repository root.
 """
 
