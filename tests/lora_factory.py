@@ -49,7 +49,8 @@ def rows_by_name(arch: str) -> dict[str, dict]:
 
 
 #: Architectures whose tables list the denoiser only (text encoders are generic in the library).
-DITS = ("zimage", "qwenimage", "flux2", "chroma")
+DITS = ("zimage", "qwenimage", "flux2", "chroma", "wan14b", "wan5b", "wan1b", "sd35l", "sd35m", "lumina2", "hidream",
+        "flux2klein4b", "flux2klein9b")
 #: Formats that spell diffusers names (fused parents are written as their parts).
 SPLIT_FORMATS = ("peft", "ldm-peft", "kohya-split", "lycoris")
 

@@ -7,7 +7,8 @@ UNets, BFL layout for FLUX, HF transformers layout for text encoders) and its di
 name. ``--check`` runs diffusers' own original->diffusers checkpoint converters on a fake
 checkpoint built from the tables and asserts that every module lands where the table says.
 
-The DiT tables (``DIT_MODELS``: Z-Image, Qwen-Image, FLUX.2, Chroma) list the denoiser only:
+The DiT tables (``DIT_MODELS``: Z-Image, Qwen-Image, FLUX.2-dev and -klein, Chroma, Wan, SD3.5,
+Lumina-Image-2.0, HiDream-I1) list the denoiser only:
 their text encoders (Qwen2.5-VL, Qwen3, Mistral, T5, ...) are read as generic passthrough
 modules (see ``lib_nplora.arch``), so they need no table. Each DiT row's canonical name is the
 original checkpoint path (the one ComfyUI and Forge Neo hold the model under), its aliases the
@@ -22,7 +23,8 @@ Developer tool, not needed at run time. Two throw-away venvs:
     python tools/gen_arch_tables.py --arch sd1 sd2 sdxl flux [--check]
 * the DiTs (classes that exist from diffusers 0.36 on):
     pip install torch==2.13.0 diffusers==0.42.1 transformers accelerate
-    python tools/gen_arch_tables.py --arch zimage qwenimage flux2 chroma [--check]
+    python tools/gen_arch_tables.py --arch zimage qwenimage flux2 chroma flux2klein4b flux2klein9b \
+        wan14b wan5b wan1b sd35l sd35m lumina2 hidream [--check]
 Run from the repository root.
 """
 
@@ -264,6 +266,16 @@ QWEN_IMAGE = dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60, 
 FLUX2_DEV = dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=48, attention_head_dim=128,
                  num_attention_heads=48, joint_attention_dim=15360, timestep_guidance_channels=256,
                  mlp_ratio=3.0, guidance_embeds=True)
+# FLUX.2-klein: no published config.json could be read offline. The dimensions are those of
+# third-party implementations (an InvokeAI FLUX.2-klein integration note with tensor shapes:
+# img_in [3072, 128], txt_in [3072, 7680], single_blocks.0.linear1 [27648, 3072]; the C / Zig
+# ports: 5 double + 20 single blocks, 24 heads of 128, Qwen3 layers 9/18/27 stacked), the
+# 9B's (hidden 4096, 8 + 24 blocks, Qwen3-8B: 3 x 4096) from the same note, consistent with its
+# ~9.1B parameters (another port says 6 double blocks: 8.1B). A wrong guess only refuses files.
+FLUX2_KLEIN_4B = dict(FLUX2_DEV, num_layers=5, num_single_layers=20, num_attention_heads=24,
+                      joint_attention_dim=7680, guidance_embeds=False)
+FLUX2_KLEIN_9B = dict(FLUX2_DEV, num_layers=8, num_single_layers=24, num_attention_heads=32,
+                      joint_attention_dim=12288, guidance_embeds=False)
 CHROMA1_HD = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
                   num_attention_heads=24, joint_attention_dim=4096, approximator_num_channels=64,
                   approximator_hidden_dim=5120, approximator_layers=5)
@@ -326,6 +338,134 @@ def chroma_path(path: str) -> str:
     return bfl_path(path)
 
 
+# Wan 2.1 / 2.2 (Wan-Video): diffusers' WanTransformer3DModel; the original layout is the one
+# ComfyUI (comfy/ldm/wan/model.py) and Forge Neo (backend/nn/wan.py) hold. Its configs are those
+# of diffusers' scripts/convert_wan_to_diffusers.py for each released checkpoint. The 3-D patch
+# embedding (Conv3d) is not listed: no trainer targets it.
+WAN_14B_I2V = dict(patch_size=[1, 2, 2], num_attention_heads=40, attention_head_dim=128, in_channels=36,
+                   out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,
+                   cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280,
+                   added_kv_proj_dim=5120)
+WAN_5B = dict(patch_size=[1, 2, 2], num_attention_heads=24, attention_head_dim=128, in_channels=48,
+              out_channels=48, text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30,
+              cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6)
+WAN_1_3B = dict(WAN_5B, num_attention_heads=12, ffn_dim=8960, in_channels=16, out_channels=16)
+_WAN_TOP = {
+    "condition_embedder.time_embedder.linear_1": "time_embedding.0",
+    "condition_embedder.time_embedder.linear_2": "time_embedding.2",
+    "condition_embedder.text_embedder.linear_1": "text_embedding.0",
+    "condition_embedder.text_embedder.linear_2": "text_embedding.2",
+    "condition_embedder.time_proj": "time_projection.1",
+    "condition_embedder.image_embedder.ff.net.0.proj": "img_emb.proj.1",
+    "condition_embedder.image_embedder.ff.net.2": "img_emb.proj.3",
+    "proj_out": "head.head",
+}
+_WAN_BLOCK = {"attn1": "self_attn", "attn2": "cross_attn", "to_q": "q", "to_k": "k", "to_v": "v",
+              "to_out.0": "o", "add_k_proj": "k_img", "add_v_proj": "v_img",
+              "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2"}
+
+
+def wan_path(path: str) -> str:
+    """Original Wan path of a diffusers WanTransformer3DModel module (the inverse of
+    ``convert_wan_transformer_to_diffusers``): ``blocks.N.self_attn.q`` ... ``ffn.2``."""
+    if path in _WAN_TOP:
+        return _WAN_TOP[path]
+    p = path.split(".")
+    if p[0] != "blocks":
+        raise ValueError(f"unmapped Wan module {path}")
+    rest = ".".join(p[2:])
+    if rest in _WAN_BLOCK:
+        return f"blocks.{p[1]}.{_WAN_BLOCK[rest]}"
+    attn, proj = rest.split(".", 1)
+    return f"blocks.{p[1]}.{_WAN_BLOCK[attn]}.{_WAN_BLOCK[proj]}"
+
+
+# Stable Diffusion 3.5 (Stability AI MMDiT): diffusers' SD3Transformer2DModel; the original
+# (SAI) layout is the one ComfyUI (comfy/ldm/modules/diffusionmodules/mmdit.py) holds. The last
+# joint block's context stream is pre-only: no attention output, no MLP, and its modulation is
+# an AdaLayerNormContinuous in diffusers (halves swapped, as norm_out).
+SD35_LARGE = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64,
+                  num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432,
+                  pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192, qk_norm="rms_norm")
+SD35_MEDIUM = dict(SD35_LARGE, num_layers=24, num_attention_heads=24, caption_projection_dim=1536,
+                   pos_embed_max_size=384, dual_attention_layers=list(range(13)))
+_SD3_TOP = {
+    "pos_embed.proj": "x_embedder.proj", "context_embedder": "context_embedder",
+    "time_text_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+    "time_text_embed.timestep_embedder.linear_2": "t_embedder.mlp.2",
+    "time_text_embed.text_embedder.linear_1": "y_embedder.mlp.0",
+    "time_text_embed.text_embedder.linear_2": "y_embedder.mlp.2",
+    "proj_out": "final_layer.linear", "norm_out.linear": "final_layer.adaLN_modulation.1",
+}
+_SD3_BLOCK = {
+    "attn.to_q": "x_block.attn.qkv:q", "attn.to_k": "x_block.attn.qkv:k", "attn.to_v": "x_block.attn.qkv:v",
+    "attn.add_q_proj": "context_block.attn.qkv:q", "attn.add_k_proj": "context_block.attn.qkv:k",
+    "attn.add_v_proj": "context_block.attn.qkv:v",
+    "attn.to_out.0": "x_block.attn.proj", "attn.to_add_out": "context_block.attn.proj",
+    "attn2.to_q": "x_block.attn2.qkv:q", "attn2.to_k": "x_block.attn2.qkv:k", "attn2.to_v": "x_block.attn2.qkv:v",
+    "attn2.to_out.0": "x_block.attn2.proj",
+    "norm1.linear": "x_block.adaLN_modulation.1", "norm1_context.linear": "context_block.adaLN_modulation.1",
+    "ff.net.0.proj": "x_block.mlp.fc1", "ff.net.2": "x_block.mlp.fc2",
+    "ff_context.net.0.proj": "context_block.mlp.fc1", "ff_context.net.2": "context_block.mlp.fc2",
+}
+SD3_PARTS = {"x_block.attn.qkv": ("q", "k", "v"), "context_block.attn.qkv": ("q", "k", "v"),
+             "x_block.attn2.qkv": ("q", "k", "v")}
+
+
+def sd3_path(path: str) -> str:
+    """SAI MMDiT path of a diffusers SD3Transformer2DModel module (the inverse of
+    ``convert_sd3_transformer_checkpoint_to_diffusers``): ``joint_blocks.N.x_block.attn.qkv:q``."""
+    if path in _SD3_TOP:
+        return _SD3_TOP[path]
+    p = path.split(".")
+    if p[0] != "transformer_blocks":
+        raise ValueError(f"unmapped SD3 module {path}")
+    return f"joint_blocks.{p[1]}.{_SD3_BLOCK['.'.join(p[2:])]}"
+
+
+def sd3_swapped(cfg: dict) -> frozenset:
+    return frozenset({"norm_out.linear", f"transformer_blocks.{cfg['num_layers'] - 1}.norm1_context.linear"})
+
+
+# Lumina-Image-2.0 (Alpha-VLLM NextDiT, the ancestor of Z-Image's layout): diffusers'
+# Lumina2Transformer2DModel; ComfyUI and Forge Neo hold it as NextDiT (comfy/ldm/lumina/model.py,
+# backend/nn/lumina.py). Grouped-query attention: the fused qkv is q 2304 + k 768 + v 768 rows.
+LUMINA2 = dict(sample_size=128, patch_size=2, in_channels=16, hidden_size=2304, num_layers=26,
+               num_refiner_layers=2, num_attention_heads=24, num_kv_heads=8, multiple_of=256,
+               ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0, cap_feat_dim=2304)
+_LUMINA2_TOP = {"time_caption_embed.caption_embedder.1": "cap_embedder.1",
+                "time_caption_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+                "time_caption_embed.timestep_embedder.linear_2": "t_embedder.mlp.2",
+                "norm_out.linear_1": "final_layer.adaLN_modulation.1", "norm_out.linear_2": "final_layer.linear"}
+_LUMINA2_BLOCK = {"attn.to_q": "attention.qkv:q", "attn.to_k": "attention.qkv:k", "attn.to_v": "attention.qkv:v",
+                  "attn.to_out.0": "attention.out", "feed_forward.linear_1": "feed_forward.w1",
+                  "feed_forward.linear_2": "feed_forward.w2", "feed_forward.linear_3": "feed_forward.w3",
+                  "norm1.linear": "adaLN_modulation.1"}
+
+
+def lumina2_path(path: str) -> str:
+    """Alpha-VLLM NextDiT path of a diffusers Lumina2Transformer2DModel module (the inverse of
+    ``convert_lumina2_to_diffusers``): ``layers.N.attention.qkv:q``, ``feed_forward.w1``."""
+    if path in _LUMINA2_TOP or path == "x_embedder":
+        return _LUMINA2_TOP.get(path, path)
+    block, _, rest = path.partition(".")
+    index, _, rest = rest.partition(".")
+    if block not in ("layers", "noise_refiner", "context_refiner") or rest not in _LUMINA2_BLOCK:
+        raise ValueError(f"unmapped Lumina2 module {path}")
+    return f"{block}.{index}.{_LUMINA2_BLOCK[rest]}"
+
+
+# HiDream-I1 (Full, Dev, Fast: one layout): diffusers' HiDreamImageTransformer2DModel, released in
+# that layout (diffusers' single-file converter only strips a prefix); ComfyUI's
+# comfy/ldm/hidream/model.py keeps it. Mixture-of-experts feed-forwards (4 routed experts + one
+# shared, each w1/w2/w3); the routers' gate is a bare parameter, not a linear, so not listed.
+# llama_layers (which Llama-3.1 hidden states feed the blocks) does not change a weight: omitted.
+HIDREAM_I1 = dict(patch_size=2, in_channels=16, out_channels=16, num_layers=16, num_single_layers=32,
+                  attention_head_dim=128, num_attention_heads=20, caption_channels=[4096, 4096], text_emb_dim=2048,
+                  num_routed_experts=4, num_activated_experts=2, axes_dims_rope=[64, 32, 32],
+                  max_resolution=[128, 128])
+
+
 @dataclass(frozen=True)
 class DitModel:
     cls: str
@@ -345,8 +485,35 @@ DIT_MODELS = {
                           lambda p: p),  # released in the diffusers layout: ComfyUI/Neo keep it
     "flux2": DitModel("Flux2Transformer2DModel", FLUX2_DEV, "black-forest-labs/FLUX.2-dev transformer/config.json",
                       flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
+    "flux2klein4b": DitModel("Flux2Transformer2DModel", FLUX2_KLEIN_4B,
+                             "black-forest-labs/FLUX.2-klein-4B (config not read: third-party dimensions, see above)",
+                             flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
+    "flux2klein9b": DitModel("Flux2Transformer2DModel", FLUX2_KLEIN_9B,
+                             "black-forest-labs/FLUX.2-klein-9B (config not read: third-party dimensions, see above)",
+                             flux2_path, FLUX2_PARTS, frozenset({"norm_out.linear"})),
     "chroma": DitModel("ChromaTransformer2DModel", CHROMA1_HD, "lodestones/Chroma1-HD transformer/config.json",
                        chroma_path, FLUX_PARTS),
+    # Wan2.1-I2V-14B's layers are a superset of Wan2.1-T2V-14B's and Wan2.2-T2V/I2V-A14B's (the
+    # image cross-attention k_img/v_img and img_emb; the 2.2 experts have neither): one table
+    "wan14b": DitModel("WanTransformer3DModel", WAN_14B_I2V,
+                       "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers transformer/config.json (T2V-14B, Wan2.2-T2V/"
+                       "I2V-A14B: the same without image_dim / added_kv_proj_dim)", wan_path),
+    "wan5b": DitModel("WanTransformer3DModel", WAN_5B, "Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer/config.json",
+                      wan_path),
+    "lumina2": DitModel("Lumina2Transformer2DModel", LUMINA2,
+                        "Alpha-VLLM/Lumina-Image-2.0 transformer/config.json", lumina2_path,
+                        {"attention.qkv": ("q", "k", "v")}),
+    "hidream": DitModel("HiDreamImageTransformer2DModel", HIDREAM_I1,
+                        "HiDream-ai/HiDream-I1-Full transformer/config.json (-Dev, -Fast: the same)", lambda p: p),
+    "sd35l": DitModel("SD3Transformer2DModel", SD35_LARGE,
+                      "stabilityai/stable-diffusion-3.5-large transformer/config.json (-large-turbo: the same)",
+                      sd3_path, SD3_PARTS, sd3_swapped(SD35_LARGE)),
+    # SD3-medium (3.0) has the same layers without the 13 blocks' second attention (attn2)
+    "sd35m": DitModel("SD3Transformer2DModel", SD35_MEDIUM,
+                      "stabilityai/stable-diffusion-3.5-medium transformer/config.json (SD3-medium: a subset)",
+                      sd3_path, SD3_PARTS, sd3_swapped(SD35_MEDIUM)),
+    "wan1b": DitModel("WanTransformer3DModel", WAN_1_3B, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json",
+                      wan_path),
 }
 
 
@@ -560,7 +727,16 @@ def _run_filling(fn, ckpt: dict, limit: int = 5000):
 
 _SINGLE_FILE = {"zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
                 "flux2": "convert_flux2_transformer_checkpoint_to_diffusers",
-                "chroma": "convert_chroma_transformer_checkpoint_to_diffusers"}
+                "chroma": "convert_chroma_transformer_checkpoint_to_diffusers",
+                "flux2klein4b": "convert_flux2_transformer_checkpoint_to_diffusers",
+                "flux2klein9b": "convert_flux2_transformer_checkpoint_to_diffusers",
+                "wan14b": "convert_wan_transformer_to_diffusers",
+                "wan5b": "convert_wan_transformer_to_diffusers",
+                "wan1b": "convert_wan_transformer_to_diffusers",
+                "sd35l": "convert_sd3_transformer_checkpoint_to_diffusers",
+                "sd35m": "convert_sd3_transformer_checkpoint_to_diffusers",
+                "lumina2": "convert_lumina2_to_diffusers",
+                "hidream": "convert_hidream_transformer_to_diffusers"}
 #: diffusers LoRA converters: (function, key family, original paths it does not convert). Families:
 #: "ldm" = diffusion_model.<original path> + lora_A/B; "kohya" = lora_unet_<flat original path>
 #: + lora_down/up/alpha; "kohya-split" = lora_unet_<flat diffusers path> (trainers that wrap
@@ -573,6 +749,19 @@ _LORA_CONVERTERS = {
               # diffusers 0.42.1 logs these as "Unsupported keys for Kohya Flux2 LoRA conversion"
               ("_convert_kohya_flux2_lora_to_diffusers", "kohya",
                ("guidance_in.", "double_stream_modulation_", "single_stream_modulation.", "final_layer.adaLN"))],
+    **{k: [("_convert_non_diffusers_flux2_lora_to_diffusers", "ldm", ()),
+           ("_convert_kohya_flux2_lora_to_diffusers", "kohya",
+            ("double_stream_modulation_", "single_stream_modulation.", "final_layer.adaLN"))]
+       for k in ("flux2klein4b", "flux2klein9b")},
+    **{w: [("_convert_non_diffusers_wan_lora_to_diffusers", "ldm", ()),
+           # musubi-tuner's Wan LoRAs: the blocks only (it raises on any other key)
+           ("_convert_musubi_wan_lora_to_diffusers", "kohya",
+            ("time_embedding.", "text_embedding.", "time_projection.", "img_emb.", "head."))]
+       for w in ("wan14b", "wan5b", "wan1b")},
+    # the blocks only (it raises on any other key); fused qkv split [2304, 768, 768]
+    "hidream": [("_convert_non_diffusers_hidream_lora_to_diffusers", "ldm", ())],
+    "lumina2": [("_convert_non_diffusers_lumina2_lora_to_diffusers", "ldm",
+                 ("x_embedder", "t_embedder.", "cap_embedder.", "final_layer."))],
 }
 
 

@@ -31,7 +31,9 @@ from .safetensors_file import read_file, read_header
 from .untrusted import MAX_METADATA_DEPTH, UntrustedJSONError, loads_json, show, show_bare
 
 #: Preference among architectures a file fits equally well (metadata decides first).
-ARCH_PREFERENCE = ("sdxl", "sd1", "flux", "sd2", "qwenimage", "zimage", "flux2", "chroma")
+ARCH_PREFERENCE = ("sdxl", "sd1", "flux", "sd2", "qwenimage", "zimage", "flux2", "chroma", "wan14b", "wan5b",
+                   "wan1b", "sd35l", "sd35m", "lumina2",
+                   "hidream", "flux2klein4b", "flux2klein9b")
 
 LOWRANK_KINDS = ("lora", "tucker", "loha", "lokr", "full")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64,
