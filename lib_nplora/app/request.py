@@ -321,6 +321,9 @@ def parse_items(items: list[str], tag: str | None = None, defaults: FuseParams |
         elif ">" in item:  # the WebUIs' tag regex ends a tag at the first '>': no prompt tag has one
             raise PromptTagError(f"{tag}: the LoRA name {item!r} has a '>', which ends a prompt tag",
                                  hint="Rename the file, or use the NP-LoRA accordion")
+        elif ":" in item:  # the WebUIs split a tag on ':': such an item came from elsewhere
+            raise PromptTagError(f"{tag}: the LoRA name {item!r} has a ':', which a prompt tag cannot carry",
+                                 hint="Rename the file, or use the NP-LoRA accordion")
         else:
             names.append(item)
     if pending is not None:

@@ -3,6 +3,8 @@ the project's own errors."""
 
 import math
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,3 +51,12 @@ def test_any_prompt_gives_requests_or_clean_errors(prompt):
             assert isinstance(parse_items(params.items), FusionRequest)
         except NpLoraError as e:
             assert str(e)
+
+
+def test_an_item_with_a_colon_is_refused_naming_it():
+    """The WebUIs split a tag on ':', so an item holding one came from elsewhere: it could not be
+    written back as a tag (found by the fuzz test above: items ['dog', ':'])."""
+    from lib_nplora.app.request import PromptTagError
+
+    with pytest.raises(PromptTagError, match="cannot carry"):
+        parse_items(["dog", ":"])
