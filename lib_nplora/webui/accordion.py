@@ -75,13 +75,14 @@ class Accordion:
         accordion; an image without NP-LoRA turns it off.
 
         For an image with NP-LoRA, a field its text leaves out gets its default (k: full rank; a
-        flag: off). Dropdowns get ``gr.update(value=...)`` (the WebUI converts a plain value with
-        the type of the component's current value, which is None for an empty dropdown)."""
+        flag: off). Values are plain text, never ``gr.update``: the WebUI converts a value with the
+        type of the component's value (the LoRA dropdowns start at "", so text), and the HTTP
+        API's ``infotext`` paste cannot read gradio 4's updates."""
 
         def has(d) -> bool:
             return d.get(INFOTEXT["enabled"]) == "True" and INFOTEXT["content"] in d
 
-        def getter(p, dropdown: bool):
+        def getter(p):
             absent = None if not p.is_param else p.text(p.default)
 
             def get(d):
@@ -92,13 +93,12 @@ class Accordion:
                     return None
                 if p.kind == "flag":
                     return text == "True"
-                return gr.update(value=text) if dropdown else text
+                return text
             return get
 
         out = [(self.components["enabled"], has)]
         for p in UI_PARAMS:
-            kind, _ = p.widget()
-            out.append((self.components[p.name], getter(p, kind == "Dropdown")))
+            out.append((self.components[p.name], getter(p)))
         return out
 
     @staticmethod
