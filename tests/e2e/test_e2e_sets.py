@@ -61,9 +61,9 @@ def test_the_webui_loads_this_checkout_with_its_comfyui_entry(webui):
     ours = [e.name for e in (webui.folder / "extensions").iterdir() if e.resolve() == ROOT]
     copies = [e.name for e in (webui.folder / "extensions").iterdir() if (e / "scripts" / "nplora.py").is_file()]
     assert len(ours) == 1 and copies == ours, (ours, copies)
-    listed = {x["name"]: x for x in webui.get("/sdapi/v1/extensions")}
-    assert listed[ours[0]]["enabled"], listed.get(ours[0])
+    # (/sdapi/v1/extensions lists only extensions with a git remote: not a local clone)
     assert ALWAYSON in [s.lower() for s in webui.get("/sdapi/v1/scripts")["txt2img"]]
+    assert "Error loading script" not in webui.log_text()
 
 
 def test_the_second_content_and_style_are_listed(webui):
