@@ -422,9 +422,7 @@ class Param:
         kw: dict = {"label": self.label}
         value = None if self.kind == "lora" else self.ui_value(getattr(defaults or FuseParams(), self.name))
         if self.kind == "lora":
-            # "" rather than None: the WebUIs paste infotext into a component as the type of its value
-            # (the API's ``infotext`` skips a component whose value is None)
-            return "Dropdown", dict(kw, choices=[], value="", allow_custom_value=True)
+            return "Dropdown", dict(kw, choices=[], value=None, allow_custom_value=True)
         if self.kind == "number":
             lo, hi = self.ui_range
             return "Slider", dict(kw, minimum=min(lo, float(value)), maximum=max(hi, float(value)),

@@ -76,7 +76,7 @@ class Accordion:
 
         For an image with NP-LoRA, a field its text leaves out gets its default (k: full rank; a
         flag: off). Values are plain text, never ``gr.update``: the WebUI converts a value with the
-        type of the component's value (the LoRA dropdowns start at "", so text), and the HTTP
+        type of the component's value (the LoRA dropdowns start at "" here, so text), and the HTTP
         API's ``infotext`` paste cannot read gradio 4's updates."""
 
         def has(d) -> bool:
@@ -130,7 +130,9 @@ def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[]
                 for p in row:
                     kind, kw = p.widget(defaults)
                     if p.kind == "lora":
-                        kw["choices"] = list(names)
+                        # "" rather than None: the WebUIs paste infotext into a component as the type
+                        # of its value (the API's ``infotext`` paste skips a None-valued component)
+                        kw.update(choices=list(names), value="")
                     components[p.name] = getattr(gr, kind)(elem_id=elem_id(p.name), **kw)
                 if refresh_button is None and any(p.kind == "lora" for p in row):
                     refresh_button = ui_components.ToolButton(value=REFRESH_SYMBOL, elem_id=elem_id("refresh"))
