@@ -15,14 +15,17 @@ UNET = lf.select("sd1", "attn", components=("unet",))
 TE = lf.select("sd1", "attn", components=("te",), blocks=("layers.0.", "layers.1."))
 
 NAMES = {"content": "nplora_e2e_content", "style": "nplora_e2e_style",
-         "te_content": "nplora_e2e_te_content", "te_style": "nplora_e2e_te_style"}
+         "te_content": "nplora_e2e_te_content", "te_style": "nplora_e2e_te_style",
+         "content2": "nplora_e2e_content2", "style2": "nplora_e2e_style2"}
 
 
 def write_loras(folder: Path) -> dict[str, Path]:
     """UNet-only content and style LoRAs (read by every host's own loader too, for stacking), and
-    a text-encoder-only pair (for the conditioning-cache checks)."""
+    a text-encoder-only pair (for the conditioning-cache checks), and a second UNet content and
+    style (for the several-LoRA sets)."""
     folder.mkdir(parents=True, exist_ok=True)
-    spec = {"content": (UNET, 11), "style": (UNET, 12), "te_content": (TE, 13), "te_style": (TE, 14)}
+    spec = {"content": (UNET, 11), "style": (UNET, 12), "te_content": (TE, 13), "te_style": (TE, 14),
+            "content2": (UNET, 15), "style2": (UNET, 16)}
     out = {}
     for key, (rows, seed) in spec.items():
         path = folder / f"{NAMES[key]}.safetensors"

@@ -133,6 +133,38 @@ def test_pasted_infotext_restores_the_accordion(params):
         assert restored.params.c == params.c and restored.params.method == params.method
 
 
+def api_paste(fields, params: dict) -> list:
+    """What the HTTP API's ``infotext`` paste does per Script field (A1111 1.10.1 / Forge Neo
+    ``modules/api/api.py``, ``Api.apply_infotext``'s ``get_field_value``): a callable's result, or
+    the label's value; skipped when None or when the component's value is None; a gradio 3
+    ``generic_update`` unwrapped (gradio 4's ``update`` is not); else converted with the type of
+    the component's value."""
+    out = []
+    for component, key in fields:
+        value = key(params) if callable(key) else params.get(key)
+        target_type = type(component.value)
+        if value is None or target_type is type(None):
+            out.append(None)
+            continue
+        if isinstance(value, dict) and value.get("__type__") == "generic_update":
+            value = value.get("value")
+        out.append(value if isinstance(value, target_type) else target_type(value))
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: the API's infotext paste skips the LoRA dropdowns (their value "
+                   "is None; starting them at '' breaks choosing a LoRA in gradio 4's browser UI)")
+def test_the_apis_infotext_paste_restores_a_set_and_a_preset():
+    rt = ListRuntime(["c1", "c2", "s1"])
+    script, inputs = build_script(rt)
+    request = FusionRequest("c1 + c2*0.5", "s1", FuseParams(mu=0.8, block_mu="IN:0.2,OUT:hard", chain=True))
+    values = api_paste(script.infotext_fields, {"Steps": "20", **request.infotext()})
+    assert all(v is not None for v in values), values  # every field pasted (a None-valued dropdown would not be)
+    ui = UiValues.from_args(values)
+    restored, _ = request_for_pass(ui, [], {}, FuseParams())
+    assert (restored.content, restored.style, restored.params) == (request.content, request.style, request.params)
+
+
 def test_pasting_an_image_without_np_lora_turns_it_off():
     rt = ListRuntime([])
     script, _ = build_script(rt)
