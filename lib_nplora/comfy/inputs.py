@@ -34,9 +34,17 @@ def input_type(p: Param, loras: list[str], defaults: FuseParams | None = None) -
                         tooltip=p.doc + "; 0 = full"))
 
 
-def params_inputs(loras: list[str], which=None) -> dict[str, tuple]:
-    """``{name: input type}`` for the table's widget rows in table order (``which``: a filter)."""
-    return {p.name: input_type(p, loras) for p in UI_PARAMS if which is None or which(p)}
+#: The rows the nodes had when they were first released: required inputs. Every later row of the
+#: table (per-block mu, chain, ...) is an *optional* input with the table's default, so a workflow
+#: saved before that row existed still validates and fuses as it did.
+FIRST_ROWS = ("content", "style", "content_weight", "style_weight", "mu", "hard", "k", "scope", "method")
+
+
+def params_inputs(loras: list[str], which=None, *, later: bool = False) -> dict[str, tuple]:
+    """``{name: input type}`` for the table's widget rows in table order (``which``: a filter):
+    the ``FIRST_ROWS`` (``later`` False) or every other row (``later`` True)."""
+    return {p.name: input_type(p, loras) for p in UI_PARAMS
+            if (which is None or which(p)) and (p.name not in FIRST_ROWS) == later}
 
 
 def request_of(values: dict) -> FusionRequest:

@@ -71,7 +71,8 @@ class NpLoraLoader:
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL", {"tooltip": "The diffusion model the fusion is applied to."}),
                              "clip": ("CLIP", {"tooltip": "The CLIP model the fusion is applied to."}),
-                             **params_inputs(lora_names())}}
+                             **params_inputs(lora_names())},
+                "optional": params_inputs(lora_names(), later=True)}
 
     def load(self, model, clip, **values):
         request = request_of(values)
@@ -113,7 +114,8 @@ class NpLoraSave:
                              "file_name": ("STRING", {"default": "", "tooltip": "Name of the new file in the "
                                                       "loras folder; empty: content+style_nplora_<mode>"}),
                              "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a file of that name "
-                                                       "(never one of the two inputs)"})}}
+                                                       "(never one of the two inputs)"})},
+                "optional": params_inputs(lora_names(), later=True)}
 
     def save(self, file_name: str, overwrite: bool, **values):
         request = request_of(values)
@@ -139,7 +141,10 @@ class NpLoraAnalyze:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": params_inputs(lora_names(), which=lambda p: p.kind == "lora" or p.analysis)}
+        def which(p):
+            return p.kind == "lora" or p.analysis
+        return {"required": params_inputs(lora_names(), which),
+                "optional": params_inputs(lora_names(), which, later=True)}
 
     def analyze(self, **values):
         request = request_of(values)

@@ -15,7 +15,7 @@ from lib_nplora.errors import ArchitectureError, NpLoraError, ParameterError
 from lib_nplora.formats.atomic import OutputExistsError, OutputIsInputError
 from lib_nplora.params import MAX_K, UI_PARAMS
 from lib_nplora.comfy import nodes
-from lib_nplora.comfy.inputs import request_of
+from lib_nplora.comfy.inputs import FIRST_ROWS, request_of
 
 ROWS = lf.select("sd1", "attn", components=("unet",), blocks=("input_blocks.1.",))
 PARAMS = dict(content_weight=1.0, style_weight=1.0, mu=0.5, hard=False, k=0, scope="unet", method="nplora")
@@ -35,8 +35,12 @@ def pair(loras):
 
 
 def test_loader_inputs_are_the_parameter_tables_widget_rows(pair):
-    req = nodes.NpLoraLoader.INPUT_TYPES()["required"]
+    types = nodes.NpLoraLoader.INPUT_TYPES()
+    req = {**types["required"], **types["optional"]}
     assert list(req) == ["model", "clip"] + [p.name for p in UI_PARAMS]
+    # the rows the nodes first shipped with are required; every later row is optional (old workflows validate)
+    assert list(types["required"]) == ["model", "clip"] + list(FIRST_ROWS)
+    assert set(types["optional"]) == {p.name for p in UI_PARAMS} - set(FIRST_ROWS) != set()
     assert req["content"][0] == req["style"][0] == ["dog.safetensors", "styles/ink.safetensors", "xl_a.safetensors",
                                                     "xl_b.safetensors"]  # no .pt: never unpickled
     kinds = {p.name: p.kind for p in UI_PARAMS}
@@ -51,10 +55,12 @@ def test_loader_inputs_are_the_parameter_tables_widget_rows(pair):
         elif kind == "rank":
             assert spec == ("INT", {"tooltip": spec[1]["tooltip"], "default": 0, "min": 0, "max": MAX_K})
     assert nodes.NpLoraLoader.RETURN_TYPES == ("MODEL", "CLIP")
-    save = nodes.NpLoraSave.INPUT_TYPES()["required"]
-    assert list(save) == [p.name for p in UI_PARAMS] + ["file_name", "overwrite"]
-    analyze = nodes.NpLoraAnalyze.INPUT_TYPES()["required"]
-    assert list(analyze) == [p.name for p in UI_PARAMS if p.kind == "lora" or p.analysis]
+    save = nodes.NpLoraSave.INPUT_TYPES()
+    assert list(save["required"]) == list(FIRST_ROWS) + ["file_name", "overwrite"]
+    assert list(save["optional"]) == [p.name for p in UI_PARAMS if p.name not in FIRST_ROWS]
+    analyze = nodes.NpLoraAnalyze.INPUT_TYPES()
+    assert list({**analyze["required"], **analyze["optional"]}) == [p.name for p in UI_PARAMS
+                                                                    if p.kind == "lora" or p.analysis]
     assert set(nodes.NODE_CLASS_MAPPINGS) == set(nodes.NODE_DISPLAY_NAME_MAPPINGS)
 
 

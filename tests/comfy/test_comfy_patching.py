@@ -177,3 +177,15 @@ def test_a_fused_weight_is_projected_part_by_part_on_row_slices(loras, arch, par
     expect = torch.cat([fused.modules[f"{parent}:{p}"].dense() for p, _ in parts]).double()
     assert all(fused.modules[f"{parent}:{p}"].c > 0 for p, _ in parts)
     assert torch.allclose(delta, expect, atol=1e-5 * expect.abs().max().item())
+
+
+def test_a_workflow_saved_before_the_later_rows_fuses_as_with_their_defaults(pair):
+    """loader_args has only the first rows (as a workflow saved before per-block mu and chain):
+    it validates (they are optional inputs) and equals the same call with the table's defaults;
+    a per-block mu given through the optional input changes the patched weights."""
+    model, clip = build("sd1", NAMES)
+    old = weights(*NpLoraLoader().load(model, clip, **loader_args()))
+    new = weights(*NpLoraLoader().load(model, clip, **loader_args(block_mu="", chain=False)))
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    blocks = weights(*NpLoraLoader().load(model, clip, **loader_args(block_mu="IN:hard,OUT:0")))
+    assert any(not torch.equal(old[k], blocks[k]) for k in old)

@@ -261,7 +261,8 @@ def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):
     for node in ("NpLoraLoader", "NpLoraSave", "NpLoraAnalyze"):
         assert node in info, f"{node} missing; console:\n{comfyui.console()[-2000:]}"
         assert info[node]["category"] == "loaders/NP-LoRA"
-    loader = info["NpLoraLoader"]["input"]["required"]
+    inputs = info["NpLoraLoader"]["input"]
+    loader = {**inputs["required"], **inputs.get("optional", {})}
     assert list(loader) == ["model", "clip"] + [p.name for p in UI_PARAMS]
     assert C in loader["content"][0] and S in loader["style"][0]
     assert info["NpLoraLoader"]["output"] == ["MODEL", "CLIP"]
