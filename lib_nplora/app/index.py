@@ -56,11 +56,13 @@ class LoraEntry:
         return arch is None or arch in self.arch_candidates
 
 
-def check_name(name: object, what: str = "LoRA name", *, listed: bool = True) -> str:
+def check_name(name: object, what: str = "LoRA name", *, listed: bool = True, folders: bool = False) -> str:
     """Refuse anything that is not a plain name (paths, traversal, control characters).
 
     ``listed``: the name must be one of the LoRA list's (the path message says so); False for
-    the name of a file still to be written.
+    the name of a file still to be written. ``folders``: only text, length and control characters
+    are checked here; whether the name is a listed one is the check of the index that resolves it
+    (ComfyUI's list names hold folders: ``styles/ink.safetensors``).
     """
     if not isinstance(name, str):
         raise LoraNameError(f"the {what} must be text, got {type(name).__name__}")
@@ -69,6 +71,11 @@ def check_name(name: object, what: str = "LoRA name", *, listed: bool = True) ->
         raise LoraNameError(f"the {what} is empty", hint="Pick a LoRA from the list")
     if len(name) > MAX_NAME:
         raise LoraNameError(f"the {what} is longer than {MAX_NAME} characters")
+    if folders:
+        if any(ord(ch) < 32 for ch in name):
+            raise LoraNameError(f"the {what} {name[:40]!r} has control characters",
+                                hint="Use the LoRA's name as the LoRA list shows it")
+        return name
     if any(ch in name for ch in "/\\\0") or name in (".", "..") or ".." in name.split(os.sep) \
             or (len(name) > 1 and name[1] == ":") or any(ord(ch) < 32 for ch in name):
         if not listed:

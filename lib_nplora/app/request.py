@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NpLoraError, ParameterError
 from ..params import BOOL_WORDS, FUSE_PARAMS, K_FULL, MAX_BLOCK_MU, MAX_WEIGHT, PARAMS, REQUEST_PARAMS, FuseParams
-from .index import MAX_NAME, LoraNameError, check_name
+from .index import check_name
 
 TAG = "nplora"
 
@@ -72,26 +72,13 @@ def _split_set(text: str) -> list[str]:
     return parts
 
 
-def _plain_name(name: str, what: str) -> str:
-    """``name`` stripped; refuses an empty, over-long or control-character name."""
-    name = name.strip()
-    if not name:
-        raise LoraNameError(f"the {what} is empty", hint="Pick a LoRA from the list")
-    if len(name) > MAX_NAME:
-        raise LoraNameError(f"the {what} is longer than {MAX_NAME} characters")
-    if any(ord(ch) < 32 for ch in name):
-        raise LoraNameError(f"the {what} {name[:40]!r} has control characters",
-                            hint="Use the LoRA's name as the LoRA list shows it")
-    return name
-
-
 def parse_set(text, what: str = "content LoRA name", *, plain: bool = True) -> tuple[tuple[str, float], ...]:
     """A LoRA set's text (``"dog + hat*0.5"``) -> ((name, weight), ...), each weight finite and
     within ``MAX_WEIGHT``.
 
     ``plain``: each name must be a plain name (``index.check_name``: no path), as in a prompt tag, a
     REST body or an X/Y/Z cell. False: only non-empty text without control characters
-    (``_plain_name``), for a request whose names the index that resolves it checks (ComfyUI's list
+    (``check_name(folders=True)``), for a request whose names the index that resolves it checks (ComfyUI's list
     names hold folders: ``styles/ink.safetensors``).
 
     Raises:
@@ -117,7 +104,7 @@ def parse_set(text, what: str = "content LoRA name", *, plain: bool = True) -> t
             if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
                 raise ParameterError(f"the weight of {name.strip()[:40]!r} in {what} must be a number between "
                                      f"-{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {weight.strip()[:20]!r}")
-        name = check_name(name, what) if plain else _plain_name(name, what)
+        name = check_name(name, what, folders=not plain)
         if any(n == name for n, _ in out):
             raise ParameterError(f"{name!r} is given twice in the {what}s", hint="Give each LoRA once, with one weight")
         out.append((name, w))
