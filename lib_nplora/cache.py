@@ -24,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+import torch
+
 from .formats.atomic import file_version
 from . import arch as archmod
 from .formats.reader import ARCH_PREFERENCE, load_lora, load_pair
@@ -56,6 +58,8 @@ class Caches:
         self._inflight: dict[Hashable, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
+        #: how many module bases (style subspaces) were computed so far, not found kept
+        self.bases_computed = 0
 
     # ------------------------------------------------------------------ generic LRU
     def _get(self, key: Hashable):
@@ -137,10 +141,11 @@ class Caches:
         """``formats.reader.load_pair`` through the cache."""
         return load_pair(content_path, style_path, arch=arch, load=self.load)
 
-    def _basis_key(self, lora: LoraSet, k, energy, device):
+    def basis_key(self, lora: LoraSet, k, energy, device):
+        """The identity of one style's bases."""
         return ("basis", lora.sha256, lora.arch, k, energy, str(device))
 
-    def _joint_key(self, styles, k, energy, device):
+    def joint_key(self, styles, k, energy, device):
         """Several styles: their hashes and own weights (their ratios shape the joint update)."""
         return ("joint", tuple((lora.sha256, lora.arch, float(w)) for lora, w in styles), k, energy, str(device))
 
@@ -176,15 +181,37 @@ class Caches:
         """Style bases for ``names`` of ``lora``, computing (and keeping) only the missing ones.
 
         The one way to the kept bases: the fusion and the analysis both ask here."""
-        return self._bases(self._basis_key(lora, k, energy, device), names,
-                           lambda missing: compute_bases(lora, missing, k, energy, device))
+        return self._bases(self.basis_key(lora, k, energy, device), names,
+                           lambda missing: self._counted(compute_bases(lora, missing, k, energy, device)))
 
     def joint_bases(self, styles, names, k, energy, device) -> dict[str, ModuleBasis]:
         """Bases of the joint update of several (style LoRA, own weight) for ``names``
         (``basis.compute_joint_bases``), computing (and keeping) only the missing ones."""
         styles = list(styles)
-        return self._bases(self._joint_key(styles, k, energy, device), names,
-                           lambda missing: compute_joint_bases(styles, missing, k, energy, device))
+        return self._bases(self.joint_key(styles, k, energy, device), names,
+                           lambda missing: self._counted(compute_joint_bases(styles, missing, k, energy, device)))
+
+    def _counted(self, computed: dict[str, ModuleBasis]) -> dict[str, ModuleBasis]:
+        with self._lock:
+            self.bases_computed += len(computed)
+        return computed
+
+    def coordinates(self, content: LoraSet, style_key: Hashable, names, compute) -> torch.Tensor:
+        """A content's down factors in a style subspace, A_c V (G, r_c, kk), for one batch of
+        modules ``names`` (in order), computed once (``compute() -> tensor``) and kept.
+
+        What a projection with a new mu reuses (``merge.project_batch``: A_c' = A_c - c (A_c V) V^T).
+        Kept per batch, not per module: a batched matmul's last bits may depend on the batch it runs
+        in, and a kept value must be exactly what the fusion would compute.
+
+        Args:
+            style_key: the subspace's identity: ``basis_key`` / ``joint_key`` of its styles.
+        """
+        def make():
+            t = compute()
+            return t, t.nbytes
+
+        return self.memo(("coords", content.sha256, content.arch, style_key, tuple(names)), make)
 
     def load_set(self, paths, arch: str | None = None) -> list[LoraSet]:
         """Several LoRA files read for one architecture (``formats.reader.load_pair``'s rule, for

@@ -36,6 +36,20 @@ class LowRank:
     down: torch.Tensor
     scale: float = 1.0
     bias: torch.Tensor | None = None
+    _norms: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def up_norms(self) -> torch.Tensor:
+        """(r,) float32 norms of the up factor's columns, computed once (the factors are not
+        changed after reading: a fusion with a new mu reuses them)."""
+        if "up" not in self._norms:
+            self._norms["up"] = torch.linalg.vector_norm(self.up, dim=0, dtype=torch.float32)
+        return self._norms["up"]
+
+    def down_norms(self) -> torch.Tensor:
+        """(r,) float32 norms of the down factor's rows, computed once."""
+        if "down" not in self._norms:
+            self._norms["down"] = torch.linalg.vector_norm(self.down, dim=1, dtype=torch.float32)
+        return self._norms["down"]
 
     @property
     def rank(self) -> int:

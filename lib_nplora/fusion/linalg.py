@@ -138,20 +138,22 @@ def style_basis(up: torch.Tensor, down: torch.Tensor, k: int | None = None,
     return v * mask[:, None, :].to(v.dtype), s, rank, kept
 
 
-def project_out(down: torch.Tensor, v: torch.Tensor, c: float) -> torch.Tensor:
+def project_out(down: torch.Tensor, v: torch.Tensor, c: float, coords: torch.Tensor | None = None) -> torch.Tensor:
     """Soft null-space projection of content down factors: A (I - c V V^T).
 
     Args:
         down: (G, r_c, n) content down factors (float32).
         v: (G, n, kk) masked orthonormal style basis from ``style_basis``.
         c: suppression strength in [0, 1].
+        coords: (G, r_c, kk) ``down @ v`` when already known (kept between fusions: a new c
+            then costs one matmul); None: computed here.
 
     Returns:
         (G, r_c, n) projected down factors. c = 0 returns ``down`` itself.
     """
     if c == 0.0:
         return down
-    return torch.baddbmm(down, down @ v, v.mT, alpha=-c)
+    return torch.baddbmm(down, coords if coords is not None else down @ v, v.mT, alpha=-c)
 
 
 def span_basis(m: torch.Tensor) -> torch.Tensor:

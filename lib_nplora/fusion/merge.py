@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -64,6 +64,18 @@ class BasisStore(Protocol):
 
     def joint_bases(self, styles, names, k, energy, device) -> dict[str, ModuleBasis]:
         """The same for the joint update of several (style, weight) (``basis.compute_joint_bases``)."""
+        ...
+
+    def basis_key(self, lora: LoraSet, k, energy, device):
+        """The identity of one style's bases (hashable)."""
+        ...
+
+    def joint_key(self, styles, k, energy, device):
+        """The identity of several (style, weight)'s joint bases."""
+        ...
+
+    def coordinates(self, content: LoraSet, style_key, names, compute) -> torch.Tensor:
+        """Kept A_c V (G, r_c, kk) of one batch of modules ``names``, else ``compute()``'s, kept."""
         ...
 
 
@@ -270,13 +282,31 @@ def _write(dst: torch.Tensor, src, factor: torch.Tensor) -> None:
         torch.mul(t, factor[i], out=dst[i])
 
 
+class Piece(NamedTuple):
+    """One low-rank piece of a fused module batch, as ``write_balanced`` writes it.
+
+    Attributes:
+        up: (G, m, r) float32 batch, or a list of G (m, r) tensors (read in their own dtype).
+        scale: (G,) float32 multipliers.
+        down: (G, r, n) batch, or a list of G (r, n) tensors.
+        up_norms, down_norms: (G, r) float32 column norms of up / row norms of down when already
+            known (``LowRank.up_norms``: the input's own, kept between fusions), else None.
+    """
+
+    up: object
+    scale: torch.Tensor
+    down: object
+    up_norms: torch.Tensor | None = None
+    down_norms: torch.Tensor | None = None
+
+
 def write_balanced(dst_up: torch.Tensor, dst_down: torch.Tensor, pieces: list[tuple]) -> None:
     """Write scaled low-rank pieces side by side, each rank component balanced.
 
     Args:
         dst_up: (G, m, R) output up factors (any float dtype and device).
         dst_down: (G, R, n) output down factors.
-        pieces: (up, scale (G,) float32, down) per piece, sum r_i = R; up is a (G, m, r_i)
+        pieces: ``Piece`` (or (up, scale, down)) per piece, sum r_i = R; up is a (G, m, r_i)
             float32 batch or a list of G (m, r_i) tensors on ``dst_up``'s device (then read in
             their own dtype: no float32 copy), down likewise (G, r_i, n). Piece i fills rank
             columns/rows sum_{j<i} r_j onwards with scale * up and down.
@@ -286,10 +316,11 @@ def write_balanced(dst_up: torch.Tensor, dst_down: torch.Tensor, pieces: list[tu
     concatenated float32 copy of the result is made.
     """
     offset = 0
-    for up, scale, down in pieces:
+    for piece in pieces:
+        up, scale, down, up_norms, down_norms = Piece(*piece)
         r = (up.shape[2] if isinstance(up, torch.Tensor) else up[0].shape[1])
-        nu = _norms(up, 1) * scale.abs()[:, None]   # (G, r)
-        nd = _norms(down, 2)                        # (G, r)
+        nu = (up_norms if up_norms is not None else _norms(up, 1)) * scale.abs()[:, None]   # (G, r)
+        nd = down_norms if down_norms is not None else _norms(down, 2)                        # (G, r)
         ok = (nu > 0) & (nd > 0)
         d = torch.where(ok, (nu / torch.where(ok, nd, torch.ones_like(nd))).sqrt(), torch.ones_like(nu))
         _write(dst_up[:, :, offset:offset + r], up, (scale[:, None] / d)[:, None, :])
@@ -319,7 +350,8 @@ def check_written(names: list[str], dst_up: torch.Tensor, dst_down: torch.Tensor
         return
     i = int((~ok).nonzero()[0, 0])
     offset = 0
-    for (up, scale, down), path in zip(pieces, paths):
+    for piece, path in zip(pieces, paths):
+        up, scale, down = piece[:3]
         r = up.shape[2] if isinstance(up, torch.Tensor) else up[0].shape[1]
         if bool(torch.isfinite(dst_up[i, :, offset:offset + r]).all()) and \
                 bool(torch.isfinite(dst_down[i, offset:offset + r]).all()):
@@ -371,6 +403,101 @@ def _jobs(plan: FusionPlan):
     for origin, names in (("fused", plan.pairs), ("content", plan.content_only), ("style", plan.style_only)):
         for k, chunk in batches(names, key, nbytes):
             yield origin, chunk, (k[0], k[1], rank(k))
+
+
+def project_batch(plan: FusionPlan, chunk: list[str], params: FuseParams, downs: list,
+                  bases: dict[str, ModuleBasis] | None, earlier: list[dict], device=None,
+                  cache: BasisStore | None = None) -> tuple[list, list[int]]:
+    """The projection step of one batch of projected modules (equal members, ranks and c):
+    each content's down factors A_ci (G, r_ci, n) -> A_ci (I - c U U^T).
+
+    U is the style basis V (``bases``: the joint style update's, or None where no style holds
+    the modules) and, with ``chain``, for content i also the bases of the contents before it
+    (``earlier``, from ``_content_bases``), orthonormalised together (``linalg.span_basis``).
+    With a ``cache``, A_ci V (G, r_ci, kk) is kept per content, style subspace and batch
+    (``Caches.coordinates``), so a new mu costs one matmul per batch, not two (a per-block mu
+    that groups the modules differently computes it once for the new batches).
+
+    Args:
+        chunk: the batch's module names (one ``_jobs`` batch with ``name in plan.projected``).
+        downs: per content of the batch's members (``plan.members[chunk[0]][0]``, in order), its
+            down factors: a (G, r_ci, n) batch or a list of G (r_ci, n) tensors, any float dtype.
+        device: where the math runs (None = CPU).
+
+    Returns:
+        (the projected downs, one (G, r_ci, n) float32 batch per content; k per module: the
+        number of style directions removed, 0 where no style holds the module).
+    """
+    have_c, _ = plan.members[chunk[0]]
+    c = plan.c[chunk[0]]
+    math_device = torch.device(device) if device is not None else torch.device("cpu")
+    v, ks = None, [0] * len(chunk)
+    if bases is not None:
+        v = torch.stack([bases[n].v for n in chunk]).to(math_device)   # (G, n, kk)
+        ks = [bases[n].k for n in chunk]
+    out = []
+    for t, (i, a_c) in enumerate(zip(have_c, downs)):
+        u = v
+        if params.chain and t > 0:
+            before = [torch.stack([earlier[e][n].v for n in chunk]).to(math_device) for e in have_c[:t]]
+            u = linalg.span_basis(torch.cat(([v] if v is not None else []) + before, dim=2))
+        if u is None:
+            out.append(a_c)
+            continue
+        a = stack(a_c, device)                                           # (G, r_ci, n)
+        coords = None
+        if cache is not None and u is v:  # the style subspace alone: its coordinates are kept
+            coords = _coordinates(cache, plan, plan.contents[i].lora, chunk, a, v, params, device)
+        out.append(linalg.project_out(a, u, c, coords))
+    return out, ks
+
+
+def _coordinates(cache: BasisStore, plan: FusionPlan, content: LoraSet, chunk: list[str], a: torch.Tensor,
+                 v: torch.Tensor, params: FuseParams, device) -> torch.Tensor:
+    """(G, r_c, kk) A_c V of a batch, kept in ``cache`` (computed there once per batch)."""
+    if len(plan.styles) == 1:
+        style_key = cache.basis_key(plan.styles[0].lora, params.k, params.energy, device)
+    else:
+        style_key = cache.joint_key([(p.lora, p.own) for p in plan.styles], params.k, params.energy, device)
+    return cache.coordinates(content, style_key, chunk, lambda: a @ v)
+
+
+def projected_contents(contents: list[Part], styles: list[Part], params: FuseParams, *, device=None,
+                       cache: BasisStore | None = None) -> list[dict[str, torch.Tensor]]:
+    """The content LoRAs' projected down factors alone, for hosts that apply the inputs as
+    separate LoRAs (ComfyUI): content i's up at its weight with these downs, plus every style
+    unchanged, is ``fuse_set``'s update.
+
+    Args:
+        contents, styles: the inputs (``parts_of``), one architecture.
+        cache: where style (and, with ``chain``, content) bases are kept (``cache.Caches``).
+
+    Returns:
+        per content of ``contents`` (weight-0 ones included, empty), canonical name -> projected
+        down (r_ci, n) float32 on the CPU, for every module where that content is projected
+        (nothing when no module is: mu = 0, direct merge).
+
+    Raises:
+        ArchitectureError, UnsupportedModuleError, ParameterError: as ``plan_set``.
+    """
+    with linalg.float32_math():
+        plan = plan_set(contents, styles, params)
+        check_block_groups(contents[0].lora.arch, params)
+        index = [next(i for i, p in enumerate(contents) if p is part) for part in plan.contents]
+        out: list[dict[str, torch.Tensor]] = [{} for _ in contents]
+        protected = [n for n in plan.pairs if n in plan.projected]
+        known = _style_bases(plan, protected, params, device, cache) if protected else {}
+        earlier = _content_bases(plan, params, device, cache)
+        for origin, chunk, _ in _jobs(plan):
+            if chunk[0] not in plan.projected:
+                continue
+            have_c, have_s = plan.members[chunk[0]]
+            downs = [[plan.contents[i].lora.modules[n].factors.down for n in chunk] for i in have_c]
+            projected, _ = project_batch(plan, chunk, params, downs, known if have_s else None, earlier, device,
+                                         cache)
+            for i, batch in zip(have_c, projected):
+                out[index[i]].update({n: batch[g].cpu() for g, n in enumerate(chunk)})
+        return out
 
 
 def fuse(content: LoraSet, style: LoraSet, params: FuseParams, *, device=None,
@@ -483,11 +610,14 @@ def _fuse(contents: list[Part], styles: list[Part], params: FuseParams, *, devic
             return ts
         return stack(ts, device)
 
-    def side(part: Part, chunk: list[str]):
-        mods = part.lora.modules
-        up, down = factors([mods[n].factors.up for n in chunk]), factors([mods[n].factors.down for n in chunk])
-        scale = torch.tensor([part.weight * mods[n].factors.scale for n in chunk], device=math_device)
-        return up, scale, down
+    def side(part: Part, chunk: list[str]) -> Piece:
+        fs = [part.lora.modules[n].factors for n in chunk]
+        up, down = factors([f.up for f in fs]), factors([f.down for f in fs])
+        scale = torch.tensor([part.weight * f.scale for f in fs], device=math_device)
+        if isinstance(up, list) and isinstance(down, list):  # the inputs themselves: their norms are kept
+            return Piece(up, scale, down, torch.stack([f.up_norms() for f in fs]),
+                         torch.stack([f.down_norms() for f in fs]))
+        return Piece(up, scale, down)
 
     for origin, chunk, (m, n_in, rank) in jobs:
         g = len(chunk)
@@ -502,21 +632,15 @@ def _fuse(contents: list[Part], styles: list[Part], params: FuseParams, *, devic
         for j in have_s:
             pieces.append(side(plan.styles[j], chunk))
             paths.append(plan.styles[j].lora.path)
-        v = None
-        if projected and have_s:
-            bases = known if known is not None else _style_bases(plan, chunk, params, device, None)
-            v = torch.stack([bases[n].v for n in chunk]).to(math_device)
-            ks = [bases[n].k for n in chunk]
-        for t, i in enumerate(have_c):
-            b_c, s_c, a_c = side(plan.contents[i], chunk)
-            u = v
-            if projected and params.chain and t > 0:
-                before = [torch.stack([earlier[e][n].v for n in chunk]).to(math_device) for e in have_c[:t]]
-                u = linalg.span_basis(torch.cat(([v] if v is not None else []) + before, dim=2))
-            if projected and u is not None:
-                a_c = linalg.project_out(stack(a_c, device), u, c)
-            pieces.append((b_c, s_c, a_c))
-            paths.append(plan.contents[i].lora.path)
+        content_pieces = [side(plan.contents[i], chunk) for i in have_c]
+        if projected:
+            bases = (known if known is not None else _style_bases(plan, chunk, params, device, None)) if have_s else None
+            downs, ks = project_batch(plan, chunk, params, [p.down for p in content_pieces], bases, earlier,
+                                      device, cache)
+            content_pieces = [p if a is p.down else Piece(p.up, p.scale, a, p.up_norms)
+                              for p, a in zip(content_pieces, downs)]
+        pieces += content_pieces
+        paths += [plan.contents[i].lora.path for i in have_c]
         write_balanced(dst_up, dst_down, pieces)
         check_written(chunk, dst_up, dst_down, pieces, tuple(paths))
         for idx, n in enumerate(chunk):

@@ -208,6 +208,62 @@ def test_several_styles_joint_subspace_is_cached_and_a_new_mu_skips_the_svd(tmp_
     assert len(calls) == 2  # other ratios between the styles: another subspace
 
 
+@pytest.mark.parametrize("params", [FuseParams(mu=1.5), FuseParams(block_mu="IN:hard,OUT:0.1"),
+                                    FuseParams(mu=0.8, k=2, chain=True)])
+def test_kept_coordinates_give_the_uncached_result_bit_for_bit(tmp_path, params):
+    """A warm fusion projects with the kept A_c V (``Caches.coordinates``): the same bits as a
+    fusion without any cache, for several inputs and per-block mu; a new mu computes none, nor
+    does a new per-block mu that groups the modules as the one before."""
+    contents, styles = _inputs(tmp_path, 2, 2)
+    ins = ([(contents[0], 1.0), (contents[1], 0.5)], [(styles[0], 1.0), (styles[1], 0.7)])
+    caches = Caches()
+    fuse_set(*ins, FuseParams(mu=0.3, k=params.k), cache=caches)
+    computed = []
+    real = caches.coordinates
+
+    def spy(content, key, names, compute):
+        return real(content, key, names, lambda: computed.extend(names) or compute())
+
+    caches.coordinates = spy
+    warm = fuse_set(*ins, params, cache=caches, dtype=torch.float32)
+    plain = fuse_set(*ins, params, dtype=torch.float32)
+    if params.block_mu:  # the modules are grouped by their block's c: once per new batch
+        assert computed
+        computed.clear()
+        again = fuse_set(*ins, FuseParams(block_mu="IN:0.5,OUT:0.2"), cache=caches, dtype=torch.float32)
+        assert again.modules
+    assert computed == []  # every content's coordinates were kept from the fusion before
+    assert any(m.c > 0 for m in warm.modules.values())
+    for n, mod in plain.modules.items():
+        assert torch.equal(warm.modules[n].up, mod.up) and torch.equal(warm.modules[n].down, mod.down), n
+
+
+@pytest.mark.parametrize("params", [FuseParams(mu=0.7, k=2), FuseParams(block_mu="IN:hard,OUT:0.1"),
+                                    FuseParams(hard=True, chain=True)])
+def test_projected_contents_applied_as_separate_loras_is_the_fusion(tmp_path, params):
+    """``merge.projected_contents`` (what ComfyUI applies): each content's up at its weight with the
+    projected downs, plus every style unchanged, equals the fused update of ``fuse_set``."""
+    contents, styles = _inputs(tmp_path, 2, 2)
+    wc, ws = (1.0, 0.5), (1.0, 0.7)
+    ins = (list(zip(contents, wc)), list(zip(styles, ws)))
+    fused = fuse_set(*ins, params, dtype=torch.float32)
+    c_parts, s_parts = merge.parts_of(*ins, params)
+    downs = merge.projected_contents(c_parts, s_parts, params, cache=Caches())
+    assert len(downs) == 2 and all(downs) and set(downs[0]) | set(downs[1]) <= set(fused.modules)
+    for name, mod in fused.modules.items():
+        total = torch.zeros(mod.up.shape[0], mod.down.shape[1], dtype=torch.float64)
+        for parts, projected in ((s_parts, None), (c_parts, downs)):
+            for i, part in enumerate(parts):
+                f = part.lora.modules.get(name)
+                if f is None:
+                    continue
+                down = projected[i].get(name, f.factors.down) if projected is not None else f.factors.down
+                assert projected is None or name not in projected[i] or mod.c > 0
+                total += part.weight * f.factors.scale * (f.factors.up.double() @ down.double())
+        got = mod.up.double() @ mod.down.double()
+        assert float((got - total).norm() / total.norm()) < 1e-5, name
+
+
 def test_zero_weight_input_takes_no_part_and_passthrough_conflicts_name_the_file(tmp_path):
     contents, styles = _inputs(tmp_path, 2, 2)
     params = FuseParams()
