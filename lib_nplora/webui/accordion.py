@@ -6,6 +6,14 @@ slider's range. The enable toggle is the WebUI's ``InputAccordion`` (a checkbox 
 
 The components' values reach the Script hooks positionally, in ``ARG_NAMES`` order; the REST API
 of the WebUI passes them the same way (``"alwayson_scripts": {"np-lora": {"args": [...]}}``).
+
+Each LoRA dropdown has a hidden text box (``TEXT_OF``) that carries the same name or set as text,
+for the HTTP API's ``infotext`` paste (A1111 1.10 / Forge ``Api.apply_infotext``): it skips a
+script field whose component's value is None, and converts the rest with the type of that value,
+so a dropdown that starts empty (as gradio 4's browser UI needs) is never pasted, while a text
+box that starts at "" is. In the browser each text follows its dropdown (a ``change`` event), and
+the job takes the dropdown's value when it has one, else the text (``UiValues.lora``): a choice
+made after a paste wins, and a request's own arguments win over its pasted infotext.
 """
 
 from __future__ import annotations
@@ -17,9 +25,15 @@ from ..params import K_CHOICES, K_FULL, MU_MAX, WEIGHT_RANGE, FuseParams, parse_
 from ..app import block_sliders
 from ..app.request import INFOTEXT
 
+#: the hidden text box of each LoRA dropdown (argument name of the dropdown -> of its text)
+TEXT_OF = {p.name: p.name + "_text" for p in UI_PARAMS if p.kind == "lora"}
+#: the texts were appended after this row of the table; table rows added later follow them
+_TEXTS_AFTER = "chain"
+_TABLE_ARGS = tuple(p.name for p in UI_PARAMS)
+_CUT = _TABLE_ARGS.index(_TEXTS_AFTER) + 1
 #: the order of the Script's arguments (ui() return order): the on/off toggle, then the table's
-#: fields that have a widget (``params.UI_PARAMS``, append-only)
-ARG_NAMES = ("enabled",) + tuple(p.name for p in UI_PARAMS)
+#: fields that have a widget (``params.UI_PARAMS``, append-only), the LoRA texts after ``chain``
+ARG_NAMES = ("enabled",) + _TABLE_ARGS[:_CUT] + tuple(TEXT_OF.values()) + _TABLE_ARGS[_CUT:]
 
 REFRESH_SYMBOL = "\U0001f504"  # 🔄, as the WebUIs' own refresh buttons
 
@@ -33,6 +47,12 @@ def _to_args(self) -> list:
     return [getattr(self, name) for name in ARG_NAMES]
 
 
+def _lora(self, name: str):
+    """A LoRA field's value: the dropdown's when it has one, else its hidden text's (the API's
+    infotext paste fills only the text); None when neither has one."""
+    return getattr(self, name) or getattr(self, TEXT_OF[name]) or None
+
+
 def _params(self) -> dict:
     """The ``FuseParams`` fields among the values (for ``FuseParams.from_values``)."""
     return {p.name: getattr(self, p.name) for p in UI_PARAMS if p.is_param}
@@ -43,9 +63,10 @@ def _params(self) -> dict:
 UiValues = make_dataclass(
     "UiValues",
     [("enabled", bool, field(default=False))]
-    + [(p.name, object, field(default=None if not p.is_param else p.ui_value(p.default))) for p in UI_PARAMS],
+    + [(p.name, object, field(default=None if not p.is_param else p.ui_value(p.default))) for p in UI_PARAMS]
+    + [(text, object, field(default="")) for text in TEXT_OF.values()],
     frozen=True,
-    namespace={"from_args": classmethod(_from_args), "to_args": _to_args, "params": _params,
+    namespace={"from_args": classmethod(_from_args), "to_args": _to_args, "params": _params, "lora": _lora,
                "__doc__": "The accordion's values for one job, in ``ARG_NAMES`` order."},
 )
 UiValues.__module__ = __name__
@@ -75,8 +96,10 @@ class Accordion:
         accordion; an image without NP-LoRA turns it off.
 
         For an image with NP-LoRA, a field its text leaves out gets its default (k: full rank; a
-        flag: off). Dropdowns get ``gr.update(value=...)`` (the WebUI converts a plain value with
-        the type of the component's current value, which is None for an empty dropdown)."""
+        flag: off). The LoRA dropdowns get ``gr.update(value=...)`` (the browser's paste converts a
+        plain value with the type of the component's value, None for them) and their hidden texts
+        the plain text (what the HTTP API's paste takes: it skips the None-valued dropdowns and
+        cannot read gradio 4's ``gr.update``); every other field gets plain values."""
 
         def has(d) -> bool:
             return d.get(INFOTEXT["enabled"]) == "True" and INFOTEXT["content"] in d
@@ -95,15 +118,21 @@ class Accordion:
                 return gr.update(value=text) if dropdown else text
             return get
 
-        out = [(self.components["enabled"], has)]
+        getters = {"enabled": has}
         for p in UI_PARAMS:
-            kind, _ = p.widget()
-            out.append((self.components[p.name], getter(p, kind == "Dropdown")))
-        return out
+            getters[p.name] = getter(p, p.kind == "lora")
+            if p.name in TEXT_OF:
+                getters[TEXT_OF[p.name]] = getter(p, False)
+        return [(self.components[name], getters[name]) for name in ARG_NAMES]
 
     @staticmethod
     def paste_field_names() -> list[str]:
         return [INFOTEXT["enabled"]] + [p.infotext for p in UI_PARAMS]
+
+
+def follow(value) -> str:
+    """A LoRA dropdown's value as its hidden text holds it (the dropdown's ``change`` event)."""
+    return "" if value is None else str(value)
 
 
 def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[], list[str]],
@@ -137,6 +166,11 @@ def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[]
             for p in row:
                 if p.kind == "blocks":  # a row of sliders that edit the per-block mu text (not arguments)
                     block_sliders.build(gr, components[p.name], elem_id)
+        for name, text_name in TEXT_OF.items():  # hidden (see the module's docstring)
+            text = components[text_name] = gr.Textbox(value="", visible=False, elem_id=elem_id(text_name))
+            text.do_not_save_to_config = True  # not in the WebUI's ui-config.json: it follows the dropdown
+            components[name].change(fn=follow, inputs=[components[name]], outputs=[text], show_progress="hidden",
+                                    queue=False, api_name=False)
     lora_dropdowns = [components[p.name] for p in UI_PARAMS if p.kind == "lora"]
 
     def on_refresh():

@@ -37,12 +37,12 @@ def request_for_pass(ui: UiValues, tag_items: list[list[str]], overrides: dict,
             notes.append(f"the prompt has {len(tag_items)} <{TAG}:…> tags; only the first is used")
         request = parse_items(tag_items[0], defaults=defaults)
     elif ui.enabled or overrides:
-        if (not ui.content and "nplora_content" not in overrides) or (
-                not ui.style and "nplora_style" not in overrides):
+        content, style = ui.lora("content"), ui.lora("style")
+        if (not content and "nplora_content" not in overrides) or (not style and "nplora_style" not in overrides):
             raise LoraNameError("NP-LoRA is on but the content or the style LoRA is not chosen",
                                 hint="Pick both in the NP-LoRA accordion")
         params = FuseParams.from_values(defaults, **ui.params())  # the accordion's values, else the settings'
-        request = FusionRequest(str(ui.content or ""), str(ui.style or ""), params, source="ui")
+        request = FusionRequest(str(content or ""), str(style or ""), params, source="ui")
     if request is None:
         return None, notes
     if overrides:

@@ -1,5 +1,6 @@
 """NP-LoRA in a real WebUI's page, in headless Debian Chromium (Playwright): the accordion on
-txt2img, a generation started by clicking, the NP-LoRA tab's "Copy prompt tag".
+txt2img, a generation started by clicking, the host's paste button into the accordion, the NP-LoRA
+tab's "Copy prompt tag".
 
 Same setup as the HTTP suite (conftest.py); skips without the WebUI variables, Playwright or
 Chromium. Set NPLORA_SCREENSHOTS=DIR to keep the pictures (the README's accordion picture:
@@ -94,6 +95,29 @@ def test_accordion_lists_the_loras_and_a_click_generation_uses_it(webui, page):
     pg.locator(f"#{ACC}_enabled-visible-checkbox").uncheck()
     off = generate_and_read_infotext(pg, info)
     assert "NP-LoRA" not in off, off
+
+
+def test_the_paste_button_restores_a_set_and_a_later_choice_wins(webui, page):
+    """The host's paste (the prompt box's infotext, the paste button) fills the accordion's LoRA
+    dropdowns with a set; a generation uses it; a LoRA chosen afterwards in the dropdown is what
+    the next generation uses (not the pasted text that the dropdown's hidden text box held)."""
+    pg = page
+    contents = f"{NAMES['content']} + {NAMES['content2']}*0.5"
+    set_prompt(pg, "a photo of a cat\nSteps: 3, Sampler: Euler, CFG scale: 5, Seed: 1234, Size: 64x64, "
+                   f"NP-LoRA: True, NP-LoRA content: {contents}, NP-LoRA style: {NAMES['style']}, NP-LoRA mu: 0.8")
+    pg.click("#paste")
+    pg.wait_for_function(f"document.querySelector('#{ACC}_content input').value === {contents!r}", timeout=60_000)
+    assert pg.locator(f"#{ACC}_style input").first.input_value() == NAMES["style"]
+    assert pg.locator(f"#{ACC}_enabled-visible-checkbox").is_checked()
+    assert pg.locator("#txt2img_prompt textarea").input_value() == "a photo of a cat"
+    pasted = generate_and_read_infotext(pg, pg.locator("#html_info_txt2img").last.inner_text())  # after the last one
+    assert f"NP-LoRA content: {contents}," in pasted and "NP-LoRA mu: 0.8" in pasted, pasted
+    assert "NP-LoRA warning" not in pasted
+
+    choose(pg, f"{ACC}_content", NAMES["content2"])
+    chosen = generate_and_read_infotext(pg, pasted)
+    assert f"NP-LoRA content: {NAMES['content2']}," in chosen and contents not in chosen, chosen
+    pg.locator(f"#{ACC}_enabled-visible-checkbox").uncheck()
 
 
 def test_tab_copy_prompt_tag_fills_the_txt2img_prompt(webui, page):

@@ -138,22 +138,44 @@ def test_png_info_reads_the_set_and_the_preset_back(webui, shots):
 def test_pasting_the_infotext_back_gives_the_same_image(webui, shots):
     """An image made with a set and a preset in its tag, then its infotext alone sent back as the
     API's ``infotext`` (the host's own paste: PNG Info's fields into the request): the same image,
-    the same set and preset in the new infotext. (The accordion's own LoRA fields are not pasted
-    by the API: its ``infotext`` skips a component whose value is None, as the empty LoRA
-    dropdowns are; see tests/webui/test_webui_ui.py.)"""
+    the same set and preset in the new infotext."""
     tag = f"<nplora:{C} + {C2}*0.5:{S} + {S2}*0.7:mub={PRESET}>"
     made, info = shots(f"{PROMPT} {tag}")
-    # only the infotext: the host fills every field the request leaves unset from it ("styles" is
-    # given: Forge Neo's styles paste field returns gr.skip(), which its API cannot type-check)
-    r = webui.post("/sdapi/v1/txt2img", {"infotext": info["infotexts"][0], "styles": [], "send_images": True,
-                                         "save_images": False})
-    again = json.loads(r["info"])
-    pasted = np.asarray(Image.open(io.BytesIO(base64.b64decode(r["images"][0]))).convert("RGB"))
+    again, pasted = paste_back(webui, info)
     assert again["prompt"] == f"{PROMPT} {tag}" and again["seed"] == info["seed"]
     assert params_of(again).get("NP-LoRA content") == f"{C} + {C2}*0.5", params_of(again)
     assert params_of(again).get("NP-LoRA style") == f"{S} + {S2}*0.7"
     assert params_of(again).get("NP-LoRA block mu") == PRESET
     assert np.array_equal(pasted, made)
+
+
+def paste_back(webui, info, **kw):
+    """(info, image) of a job that sends an image's infotext back as the API's ``infotext``: the
+    host fills every field the request leaves unset from it (``Api.apply_infotext``; "styles" is
+    given: Forge Neo's styles paste field returns gr.skip(), which its API cannot type-check)."""
+    r = webui.post("/sdapi/v1/txt2img", {"infotext": info["infotexts"][0], "styles": [], "send_images": True,
+                                         "save_images": False, **kw})
+    return json.loads(r["info"]), np.asarray(Image.open(io.BytesIO(base64.b64decode(r["images"][0]))).convert("RGB"))
+
+
+def test_pasting_an_accordion_images_infotext_back_restores_the_accordion(webui, shots):
+    """The same for an image made by the accordion (no tag in the prompt): the host pastes the
+    accordion's fields, the LoRA sets by their hidden texts (the dropdowns start empty, which the
+    API's paste skips). A request's own accordion arguments beat its pasted infotext."""
+    contents, styles = f"{C} + {C2}*0.5", f"{S} + {S2}*0.7"
+    made, info = shots(PROMPT, alwayson_scripts=set_args(contents, styles, mu=0.8, block_mu=PRESET, chain=True))
+    assert params_of(info).get("NP-LoRA content") == contents and "NP-LoRA warning" not in params_of(info)
+    again, pasted = paste_back(webui, info)
+    assert again["prompt"] == PROMPT and again["seed"] == info["seed"]
+    for label, value in (("content", contents), ("style", styles), ("block mu", PRESET), ("mu", "0.8"),
+                         ("chain", "True")):
+        assert params_of(again).get(f"NP-LoRA {label}") == value, (label, params_of(again))
+    assert np.array_equal(pasted, made)
+    # the request names its own content (the first two arguments): the style and the rest are pasted
+    own, _ = shots(PROMPT, alwayson_scripts=set_args(C, styles, mu=0.8, block_mu=PRESET, chain=True))
+    mixed_info, mixed = paste_back(webui, info, alwayson_scripts={ALWAYSON: {"args": [True, C]}})
+    assert params_of(mixed_info).get("NP-LoRA content") == C and params_of(mixed_info).get("NP-LoRA style") == styles
+    assert np.array_equal(mixed, own) and not np.array_equal(mixed, made)
 
 
 def xyz_args(webui, axis_label: str, values: str):
