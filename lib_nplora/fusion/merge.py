@@ -425,7 +425,8 @@ def project_batch(plan: FusionPlan, chunk: list[str], params: FuseParams, downs:
         device: where the math runs (None = CPU).
 
     Returns:
-        (the projected downs, one (G, r_ci, n) float32 batch per content; k per module: the
+        (the projected downs, one (G, r_ci, n) float32 batch per content (its ``downs`` entry
+        itself where nothing is projected off it: no style, first of a chain); k per module: the
         number of style directions removed, 0 where no style holds the module).
     """
     have_c, _ = plan.members[chunk[0]]
