@@ -45,6 +45,23 @@ def webui_folder(host: str) -> Path:
     return folder
 
 
+def errors_naming(log: str, names: list[str]) -> list[str]:
+    """The host's error reports (a ``*** Error ...`` line and the indented traceback under it, as
+    A1111 and every Forge print them) that name any of ``names`` (our script files, our folder).
+    Reports about the host's own scripts are left out: Forge main ``dfdcbab`` itself logs
+    ``*** Error loading script: soft_inpainting.py`` (its requirements lack ``joblib``)."""
+    reports, block = [], None
+    for line in log.splitlines():
+        if line.startswith("*** Error"):
+            block = [line]
+            reports.append(block)
+        elif block is not None and (not line.strip() or line[:1] in (" ", "\t")):
+            block.append(line)  # (the host indents the traceback but leaves its blank lines empty)
+        else:
+            block = None
+    return ["\n".join(b) for b in reports if any(n in "\n".join(b) for n in names)]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -179,6 +196,14 @@ class WebUI:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def our_errors(self) -> list[str]:
+        """The host's error reports that concern this extension: its script files by name, or a
+        traceback through its folder (the link in ``extensions/`` or this checkout)."""
+        names = [f"script: {f.name}" for f in (ROOT / "scripts").glob("*.py")] + [str(ROOT) + os.sep]
+        ext = self.folder / "extensions"
+        names += [str(e) + os.sep for e in ext.iterdir() if e.resolve() == ROOT] if ext.is_dir() else []
+        return errors_naming(self.log_text(), names)
 
     # ------------------------------------------------------------------ API
     def get(self, path: str, timeout: float = 600):
