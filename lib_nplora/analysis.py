@@ -111,25 +111,42 @@ class Analysis:
         return asdict(self)
 
 
-def block_of(name: str) -> str:
-    """Block label of a canonical module name (``unet.input_blocks.4`` -> "input_blocks.4")."""
+def _run_paths() -> tuple[str, ...]:
+    """Every numbered block list of ``arch.blocks``, in table order, once each."""
+    out: dict[str, None] = {}
+    for arch in blockmod.TABLES:
+        out.update((r.path, None) for r in blockmod.runs(arch))
+    return tuple(out)
+
+
+_RUN_PATHS = _run_paths()
+_SINGLE_RUNS = frozenset(r.path for a in blockmod.TABLES for r in blockmod.runs(a) if r.depth == 1)
+
+
+def block_of(name: str, arch: str | None = None) -> str:
+    """Block label of a canonical module name (``unet.input_blocks.4`` -> "input_blocks.4",
+    ``unet.layers.7.attention.qkv:k`` -> "layers.7"): a numbered block of ``arch``'s block lists
+    (``arch.blocks``; of any architecture's when None), "middle_block" for a list of one, else
+    "unet (other)" or the text encoder's component."""
     component, path = name.split(".", 1)
     if component != "unet":
         return component
     parts = path.split(".")
-    if parts[0] in ("input_blocks", "output_blocks", "double_blocks", "single_blocks"):
-        return f"{parts[0]}.{parts[1]}"
-    if parts[0] == "middle_block":
-        return "middle_block"
+    paths = _RUN_PATHS if arch is None else tuple(r.path for r in blockmod.runs(arch))
+    if parts[0] in paths:
+        if parts[0] in _SINGLE_RUNS:
+            return parts[0]
+        if len(parts) > 1 and parts[1].isdigit():
+            return f"{parts[0]}.{parts[1]}"
     return "unet (other)"
 
 
-_BLOCK_ORDER = ("input_blocks", "middle_block", "output_blocks", "double_blocks", "single_blocks", "unet (other)",
-                "te", "te1", "te2", "te3")
+_BLOCK_ORDER = _RUN_PATHS + ("unet (other)", "te", "te1", "te2", "te3", "te4")
 
 
 def block_sort_key(block: str) -> tuple:
-    """Model order: input, middle, output (or double, single) blocks by index, then text encoders."""
+    """Model order: the block lists in ``arch.blocks`` order (input, middle, output; double,
+    single; refiners, layers), each by index, then the rest of the denoiser, then text encoders."""
     head, _, idx = block.partition(".")
     return (_BLOCK_ORDER.index(head) if head in _BLOCK_ORDER else len(_BLOCK_ORDER),
             int(idx) if idx.isdigit() else -1, block)
@@ -187,7 +204,7 @@ def analyze(content: LoraSet, style: LoraSet, params: FuseParams | None = None, 
             e = float(ce[i])
             rank_c, rank_s = full_c[n].rank, full_s[n].rank
             result.modules.append(ModuleAnalysis(
-                name=n, block=block_of(n),
+                name=n, block=block_of(n, content.arch),
                 overlap=math.sqrt(min(1.0, float(inside[i]) / e)) if e > 0 else 0.0,
                 cosines=[round(x, 6) for x in cos[i, :min(rank_c, rank_s, max_cosines)].tolist()],
                 style_energy_kept=chosen[n].energy_kept, k=chosen[n].k,
