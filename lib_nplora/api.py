@@ -38,8 +38,8 @@ def output_dtype(name: str | torch.dtype) -> torch.dtype:
                              hint=f"Use one of {', '.join(OUTPUT_DTYPES)}") from None
 
 
-def _pair(content_path, style_path, cache: Caches | None):
-    return load_pair(content_path, style_path, load=cache.load if cache else None)
+def _pair(content_path, style_path, cache: Caches | None, arch: str | None = None):
+    return load_pair(content_path, style_path, arch=arch, load=cache.load if cache else None)
 
 
 def fuse_files(content_path: str | os.PathLike, style_path: str | os.PathLike,
@@ -63,13 +63,13 @@ def analyze_files(content_path, style_path, params: FuseParams | None = None, *,
     return analyze_file_sets([(content_path, 1.0)], [(style_path, 1.0)], params, device=device, cache=cache)
 
 
-def _sets(contents, styles, cache: Caches | None):
-    """(path, weight) lists -> ([(LoraSet, weight)], [(LoraSet, weight)]) read for one architecture
-    (a pair by ``load_pair``, several by ``Caches.load_set``: the same rule)."""
+def _sets(contents, styles, cache: Caches | None, arch: str | None = None):
+    """(path, weight) lists -> ([(LoraSet, weight)], [(LoraSet, weight)]) read for one architecture,
+    ``arch`` when given (a pair by ``load_pair``, several by ``Caches.load_set``: the same rule)."""
     if len(contents) == len(styles) == 1:
-        loads = list(_pair(contents[0][0], styles[0][0], cache))
+        loads = list(_pair(contents[0][0], styles[0][0], cache, arch))
     else:
-        loads = (cache or Caches(max_bytes=0)).load_set([p for p, _ in list(contents) + list(styles)])
+        loads = (cache or Caches(max_bytes=0)).load_set([p for p, _ in list(contents) + list(styles)], arch)
     n = len(contents)
     return (list(zip(loads[:n], [w for _, w in contents])), list(zip(loads[n:], [w for _, w in styles])))
 
@@ -86,14 +86,15 @@ def fuse_file_sets(contents: list[tuple[str | os.PathLike, float]], styles: list
                    output_path: str | os.PathLike, params: FuseParams | None = None, *,
                    dtype: str | torch.dtype = "fp16", device: str | torch.device | None = "auto",
                    overwrite: bool = False, output_name: str | None = None, cache: Caches | None = None,
-                   progress: Progress | None = None) -> tuple[FusedLora, SavedFile]:
+                   progress: Progress | None = None, arch: str | None = None) -> tuple[FusedLora, SavedFile]:
     """``fuse_files`` for several contents and styles, each (path, own weight) (``fusion.merge.fuse_set``;
-    one of each with weight 1 is the pair fusion, bit for bit)."""
+    one of each with weight 1 is the pair fusion, bit for bit). ``arch``: read every file for this
+    architecture (``arch.ARCH_NAMES``); None: the one they all fit (``formats.reader.common_arch``)."""
     params = params or FuseParams()
     dt = output_dtype(dtype)
     dev = resolve_device(device)
     check_output(output_path, inputs=labelled_sets(contents, styles), overwrite=overwrite)
-    c_sets, s_sets = _sets(contents, styles, cache)
+    c_sets, s_sets = _sets(contents, styles, cache, arch)
     fused = fuse_set(c_sets, s_sets, params, device=dev, dtype=dt, cache=cache, progress=progress)
     saved = save_fused(fused, output_path, output_name=output_name, overwrite=overwrite,
                        content_meta=c_sets[0][0].metadata, style_meta=s_sets[0][0].metadata,
@@ -102,8 +103,10 @@ def fuse_file_sets(contents: list[tuple[str | os.PathLike, float]], styles: list
 
 
 def analyze_file_sets(contents, styles, params: FuseParams | None = None, *,
-                      device: str | torch.device | None = "auto", cache: Caches | None = None) -> Analysis:
-    """``analyze_files`` for several contents and styles, each (path, own weight)."""
+                      device: str | torch.device | None = "auto", cache: Caches | None = None,
+                      arch: str | None = None) -> Analysis:
+    """``analyze_files`` for several contents and styles, each (path, own weight); ``arch`` as
+    ``fuse_file_sets``'."""
     dev = resolve_device(device)
-    c_sets, s_sets = _sets(contents, styles, cache)
+    c_sets, s_sets = _sets(contents, styles, cache, arch)
     return analyze_set(c_sets, s_sets, params, device=dev, cache=cache)

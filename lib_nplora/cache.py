@@ -28,7 +28,7 @@ import torch
 
 from .formats.atomic import file_version
 from . import arch as archmod
-from .formats.reader import ARCH_PREFERENCE, load_lora, load_pair
+from .formats.reader import common_arch, load_lora, load_pair
 from .fusion.basis import ModuleBasis, compute_bases, compute_joint_bases
 from .lora import LoraSet
 
@@ -215,23 +215,18 @@ class Caches:
 
     def load_set(self, paths, arch: str | None = None) -> list[LoraSet]:
         """Several LoRA files read for one architecture (``formats.reader.load_pair``'s rule, for
-        any number): ``arch`` if given, else the one every file fits, by ``ARCH_PREFERENCE``.
+        any number): ``arch`` if given, else ``formats.reader.common_arch``'s.
 
         Raises:
-            ArchitectureError: no architecture fits every file (names the first two that differ).
+            ArchitectureError: no architecture fits every file, or two files' metadata name
+                different ones (names the first two that differ).
         """
         paths = list(paths)
         if arch is not None:
             return [self.load(p, arch=arch) for p in paths]
         loras = [self.load(p) for p in paths]
-        if len({lora.arch for lora in loras}) <= 1:
-            return loras
-        common = [a for a in ARCH_PREFERENCE if all(a in lora.arch_candidates for lora in loras)]
-        if not common:
-            first = loras[0]
-            other = next(lora for lora in loras if lora.arch != first.arch)
-            raise archmod.pair_mismatch(first.name, first.arch, other.name, other.arch)
-        return [lora if lora.arch == common[0] else self.load(p, arch=common[0]) for p, lora in zip(paths, loras)]
+        target = common_arch(loras)
+        return [lora if lora.arch == target else self.load(p, arch=target) for p, lora in zip(paths, loras)]
 
     def drop(self, predicate: Callable[[Hashable], bool]) -> int:
         """Remove the entries whose key matches ``predicate``; returns how many."""

@@ -83,6 +83,11 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{side}", dest=f"more_{side}", action="append", nargs="+", default=[],
                             metavar=("FILE", "W"), help=f"a{' further' if side == 'content' else ''} {side} LoRA "
                             "and its own weight (default 1); repeat for several")
+    from .arch import ARCH_NAMES
+
+    parser.add_argument("--arch", dest="base", choices=ARCH_NAMES, default=None,
+                        help="read every file for this base model (default: the one all files fit; "
+                             "for files that fit several, the one their metadata names)")
 
 
 def inputs_of(ns) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -163,7 +168,7 @@ def cmd_fuse(ns) -> int:
     contents, styles = inputs_of(ns)
     bar = ProgressBar("fusing")
     fused, saved = fuse_file_sets(contents, styles, ns.output, params, dtype=ns.dtype, device=ns.device,
-                                  overwrite=ns.force, output_name=ns.name, progress=bar)
+                                  overwrite=ns.force, output_name=ns.name, progress=bar, arch=ns.base)
     counts = fused.counts()
     bar.finish(f"wrote {saved.path} ({os.path.getsize(saved.path) / 2**20:.1f} MiB, "
                f"{counts['fused']} fused / {counts['projected']} projected, "
@@ -247,7 +252,7 @@ def cmd_analyze(ns) -> int:
     if ns.json_file:  # refuse a bad report file before the work
         check_output(ns.json_file, inputs=inputs, overwrite=ns.force)
     params = _params(ns)
-    result = analyze_file_sets(contents, styles, params, device=ns.device)
+    result = analyze_file_sets(contents, styles, params, device=ns.device, arch=ns.base)
     print(format_analysis(result))
     if ns.json_file:
         data = json.dumps(result.to_dict(), indent=1).encode("utf-8")

@@ -58,6 +58,10 @@ class HostContext:
             raise NotImplementedError("this HostContext has no LoRA index")
         return self._index()
 
+    def archs(self) -> tuple[str, ...] | None:
+        """The architectures the host runs (the tab's per-block sliders); None: any (standalone)."""
+        return None
+
     def model_arch(self) -> str | None:
         """Architecture of the loaded checkpoint ("sd1", "sdxl", ...) to filter LoRA lists by;
         None when unknown or in standalone mode (list everything)."""

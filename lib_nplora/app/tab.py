@@ -107,7 +107,7 @@ def build_tab(ctx: HostContext):
                                         scale=1, min_width=120)
             for p in row:
                 if p.kind == "blocks":  # a row of sliders that edit the per-block mu text
-                    block_sliders.build(gr, widgets[p.name], lambda n: f"nplora_tab_{n}")
+                    block_sliders.build(gr, widgets[p.name], lambda n: f"nplora_tab_{n}", ctx.archs())
         content, style = widgets["content"], widgets["style"]
         with gr.Row():
             analyze_btn = gr.Button(value="Analyze", elem_id="nplora_tab_analyze", scale=1)

@@ -361,12 +361,25 @@ def get(name: str) -> Architecture:
     return _load_table(name)
 
 
-def pair_mismatch(content_name: str, content_arch: str, style_name: str, style_arch: str) -> ArchitectureError:
-    """The error for a content and a style LoRA made for different base models (names both)."""
+def pair_mismatch(content_name: str, content_arch: str, style_name: str, style_arch: str, *,
+                  by_metadata: bool = False) -> ArchitectureError:
+    """The error for a content and a style LoRA made for different base models (names both).
+    ``by_metadata``: the files' keys fit both models and their metadata tell them apart."""
+    said = " (their metadata say so)" if by_metadata else ""
+    way_out = ("; if one file's metadata is wrong, fuse them with that model loaded in the WebUI or "
+               "ComfyUI, or give the command line --arch" if by_metadata else "")
     return ArchitectureError(
         f"the content LoRA {content_name} is for {ARCH_LABELS.get(content_arch, content_arch)} but the style "
-        f"LoRA {style_name} is for {ARCH_LABELS.get(style_arch, style_arch)}; both must be made for the same "
-        "base model", hint="Pick two LoRAs trained on the same base model")
+        f"LoRA {style_name} is for {ARCH_LABELS.get(style_arch, style_arch)}{said}; both must be made for the "
+        "same base model", hint="Pick two LoRAs trained on the same base model" + way_out)
+
+
+def names_arch(metadata: dict[str, str], arch: str) -> bool:
+    """Whether ``metadata`` (``arch_from_metadata``) names ``arch`` or its family (one marker set
+    for all Wan sizes, for SD3.5 Large and Medium): a fused file keeps only such input values."""
+    said = arch_from_metadata(metadata)
+    return said == arch or (said is not None and bool(SPECS[said].markers)
+                            and SPECS[said].markers == SPECS[arch].markers)
 
 
 def arch_from_metadata(metadata: dict[str, str]) -> str | None:

@@ -488,16 +488,51 @@ def load_lora(path: str | os.PathLike, *, arch: str | None = None,
                    warnings=warnings)
 
 
+def stated_arch(lora: LoraSet) -> str | None:
+    """The architecture a file's metadata names (``arch_from_metadata``), if its keys fit it too;
+    None when the metadata names none, or one the tensors contradict (the keys win)."""
+    said = archmod.arch_from_metadata(lora.metadata)
+    return said if said in lora.arch_candidates else None
+
+
+def common_arch(loras: list[LoraSet]) -> str:
+    """The one architecture several files are read for (no loaded model to follow).
+
+    The keys first: an architecture every file fits. Where files fit several (a LoRA on layers
+    that FLUX.1 and Chroma share, a CLIP-L-only file), their metadata decides: one that a file's
+    metadata names is preferred, and two files whose metadata name different models that both
+    fit are refused, as files whose keys differ are. Else by ``ARCH_PREFERENCE``.
+
+    Raises:
+        ArchitectureError: no architecture fits every file, or the metadata of two files name
+            different ones (names both files and both models).
+    """
+    stated = [(lora, stated_arch(lora)) for lora in loras]
+    said = [(lora, a) for lora, a in stated if a is not None]
+    for lora, a in said[1:]:
+        if a != said[0][1]:
+            raise archmod.pair_mismatch(said[0][0].name, said[0][1], lora.name, a, by_metadata=True)
+    common = [a for a in ARCH_PREFERENCE if all(a in lora.arch_candidates for lora in loras)]
+    if not common:
+        first = loras[0]
+        other = next((lora for lora in loras if lora.arch != first.arch), loras[-1])
+        raise archmod.pair_mismatch(first.name, first.arch, other.name, other.arch)
+    if said and said[0][1] in common:
+        return said[0][1]
+    if len({lora.arch for lora in loras}) == 1 and loras[0].arch in common:
+        return loras[0].arch
+    return common[0]
+
+
 def load_pair(content_path, style_path, *, arch: str | None = None,
               load: Callable[..., LoraSet] | None = None, **kw) -> tuple[LoraSet, LoraSet]:
     """Read a content and a style LoRA that must share one base architecture.
 
     A file that fits several architectures (e.g. a CLIP-L-only LoRA: SD1, SDXL or FLUX) is read
-    for the one the other file is made for, or for ``arch``.
+    for the one the other file is made for, or for ``arch`` (``common_arch``'s rule).
 
     Args:
-        arch: read both files for this architecture (the loaded model's); None: the one both fit,
-            by ``ARCH_PREFERENCE``.
+        arch: read both files for this architecture (the loaded model's); None: ``common_arch``.
         load: reads one file, ``load(path, arch=None)`` (default ``load_lora`` with ``kw``;
             ``cache.Caches.load`` reads through the cache).
 
@@ -511,12 +546,7 @@ def load_pair(content_path, style_path, *, arch: str | None = None,
     if arch is not None:
         return load(content_path, arch=arch), load(style_path, arch=arch)
     content, style = load(content_path), load(style_path)
-    if content.arch == style.arch:
-        return content, style
-    common = [n for n in ARCH_PREFERENCE if n in content.arch_candidates and n in style.arch_candidates]
-    if not common:
-        raise archmod.pair_mismatch(content.name, content.arch, style.name, style.arch)
-    target = common[0]
+    target = common_arch([content, style])
     return (content if content.arch == target else load(content_path, arch=target),
             style if style.arch == target else load(style_path, arch=target))
 

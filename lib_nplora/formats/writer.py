@@ -207,17 +207,22 @@ def build_metadata(fused: FusedLora, output_name: str, state: dict[str, torch.Te
     ranks = {int(t.reshape(()).item()) for k, t in state.items() if k.endswith(".alpha")}
     dim = str(ranks.pop()) if len(ranks) == 1 else "Dynamic"
     p = fused.params
+
+    def stated(key: str) -> str:
+        """The content's value, else the style's, where it names the fused file's model (an
+        input read for another model, by ``--arch`` or the loaded model, keeps its own out)."""
+        return next((m[key] for m in (content_meta, style_meta)
+                     if m.get(key) and archmod.names_arch({key: m[key]}, fused.arch)), defaults[key])
+
     meta = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": dim,
         "ss_network_alpha": dim,
-        "ss_base_model_version": content_meta.get("ss_base_model_version")
-        or style_meta.get("ss_base_model_version") or defaults["ss_base_model_version"],
+        "ss_base_model_version": stated("ss_base_model_version"),
         "ss_v2": defaults["ss_v2"],
         "ss_output_name": output_name,
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": content_meta.get("modelspec.architecture")
-        or style_meta.get("modelspec.architecture") or defaults["modelspec.architecture"],
+        "modelspec.architecture": stated("modelspec.architecture"),
         "modelspec.implementation": defaults["modelspec.implementation"],
         "modelspec.resolution": content_meta.get("modelspec.resolution") or defaults["modelspec.resolution"],
         "modelspec.title": output_name,

@@ -136,7 +136,7 @@ def follow(value) -> str:
 
 
 def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[], list[str]],
-          refresh: Callable[[], None], defaults: FuseParams) -> Accordion:
+          refresh: Callable[[], None], defaults: FuseParams, archs=None) -> Accordion:
     """Create the accordion inside the current gradio layout: one form row per table row
     (``params.ui_rows``), the refresh button after the LoRA dropdowns.
 
@@ -148,6 +148,7 @@ def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[]
         choices: LoRA names for the dropdowns (those fitting the loaded model).
         refresh: rescan the host's LoRA list.
         defaults: starting values (settings: mu, k, scope).
+        archs: the architectures the host runs: the per-block sliders are their groups (None: all).
     """
     names = choices()
     components: dict = {}
@@ -165,7 +166,7 @@ def build(gr, ui_components, elem_id: Callable[[str], str], choices: Callable[[]
                     refresh_button = ui_components.ToolButton(value=REFRESH_SYMBOL, elem_id=elem_id("refresh"))
             for p in row:
                 if p.kind == "blocks":  # a row of sliders that edit the per-block mu text (not arguments)
-                    block_sliders.build(gr, components[p.name], elem_id)
+                    block_sliders.build(gr, components[p.name], elem_id, archs)
         for name, text_name in TEXT_OF.items():  # hidden (see the module's docstring)
             text = components[text_name] = gr.Textbox(value="", visible=False, elem_id=elem_id(text_name))
             text.do_not_save_to_config = True  # not in the WebUI's ui-config.json: it follows the dropdown

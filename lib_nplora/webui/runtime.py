@@ -17,7 +17,7 @@ from ..app.context import HostContext
 from ..app.guard import AccessRules
 from ..app.index import LoraEntry, LoraIndex
 from ..app.service import FusionService
-from ..arch import ARCH_LABELS
+from ..arch import ARCH_LABELS, ARCH_NAMES
 from ..errors import ArchitectureError, NpLoraError
 from ..params import FuseParams
 from . import host_auth, settings as settings_mod
@@ -117,6 +117,13 @@ class Runtime(HostContext):
 
     def index(self) -> LoraIndex:
         return self.require_adapter().index()
+
+    def archs(self) -> tuple[str, ...] | None:
+        """The architectures the host runs (``HostAdapter.runs``); None without an adapter."""
+        adapter = self.adapter
+        if not isinstance(adapter, HostAdapter):
+            return None
+        return tuple(a for a in ARCH_NAMES if adapter.runs(a))
 
     def model_arch(self) -> str | None:
         adapter = self.adapter

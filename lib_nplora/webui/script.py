@@ -42,7 +42,7 @@ def make_script_class(scripts_module, get_runtime: Callable[[], Runtime] = runti
             gradio = gr or importlib.import_module("gradio")
             components = ui_components or importlib.import_module("modules.ui_components")
             built = accordion.build(gradio, components, self.elem_id, rt.lora_names, rt.refresh,
-                                    rt.defaults())
+                                    rt.defaults(), rt.archs())
             self.infotext_fields = built.infotext_fields(gradio)
             self.paste_field_names = built.paste_field_names()
             return built.inputs

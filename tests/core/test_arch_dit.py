@@ -452,6 +452,45 @@ def test_chroma_and_flux_pair_where_their_layers_agree(tmp_path):
     assert {"flux", "chroma"} <= set(load_lora(c.path).arch_candidates)
     C, S = load_pair(c.path, f.path)
     assert C.arch == S.arch
+    assert C.arch == "chroma"  # the one a file's metadata names, not the preference order's FLUX.1
+
+
+def _shared(tmp_path, metas):
+    """Files on a layer FLUX.1 and Chroma share (their keys fit both), with these metadata."""
+    rows = [F.rows_by_name("flux")["unet.double_blocks.2.img_attn.qkv"]]
+    return [F.make_lora(tmp_path / f"f{i}.safetensors", "flux", rows, rank=2, seed=i, metadata=m).path
+            for i, m in enumerate(metas)]
+
+
+def test_files_whose_keys_fit_both_but_whose_metadata_name_different_models_are_refused(tmp_path):
+    chroma, flux = _shared(tmp_path, [{"ss_base_model_version": "chroma"},
+                                      {"modelspec.architecture": "Flux.1-dev/lora"}])
+    with pytest.raises(ArchitectureError) as e:
+        load_pair(chroma, flux)
+    msg = str(e.value)
+    assert "f0 is for Chroma but" in msg and "f1 is for FLUX" in msg and "metadata" in msg and "--arch" in msg
+    # the loaded model decides where there is one: no refusal, both read for it
+    C, S = load_pair(chroma, flux, arch="flux")
+    assert C.arch == S.arch == "flux"
+    # several files: the same rule (a third file without metadata does not hide the conflict)
+    from lib_nplora.cache import Caches
+
+    (tmp_path / "p").mkdir()
+    (plain,) = _shared(tmp_path / "p", [{}])
+    with pytest.raises(ArchitectureError, match="metadata"):
+        Caches().load_set([plain, chroma, flux])
+    assert {lo.arch for lo in Caches().load_set([plain, chroma])} == {"chroma"}
+
+
+def test_metadata_the_keys_contradict_is_not_used_for_pairing(tmp_path):
+    """A FLUX.2 file whose metadata says SDXL (a trainer's copy-paste) pairs by its keys."""
+    rows = _rows("flux2", ("double_blocks.1.img_attn.qkv",))[:1]
+    a = F.make_lora(tmp_path / "a.safetensors", "flux2", rows, rank=2, seed=1,
+                    metadata={"ss_base_model_version": "sdxl_base_v1-0"})
+    b = F.make_lora(tmp_path / "b.safetensors", "flux2", rows, rank=2, seed=2,
+                    metadata={"modelspec.architecture": "Flux.2-dev/lora"})
+    C, S = load_pair(a.path, b.path)
+    assert C.arch == S.arch == "flux2"
 
 
 def test_wan_sizes_are_told_apart_by_shapes_whatever_the_metadata(tmp_path):

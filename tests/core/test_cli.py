@@ -114,3 +114,22 @@ def test_analyze_table_and_json(pair, tmp_path, capsys):
     data = json.loads(js.read_text())
     assert len(data["modules"]) == len(c.truth)
     assert all(0 <= m["overlap"] <= 1 and m["k"] == 4 for m in data["modules"])
+
+
+def test_arch_reads_files_whose_metadata_disagree_for_the_given_model(tmp_path, capsys):
+    """Keys that FLUX.1 and Chroma share, metadata that names each: refused naming both and
+    --arch; with --arch flux the same command fuses, and the output is a FLUX.1 file."""
+    rows = [F.rows_by_name("flux")["unet.double_blocks.2.img_attn.qkv"]]
+    c = F.make_lora(tmp_path / "dog.safetensors", "flux", rows, rank=2, seed=1,
+                    metadata={"ss_base_model_version": "chroma"})
+    s = F.make_lora(tmp_path / "ink.safetensors", "flux", rows, rank=2, seed=2,
+                    metadata={"modelspec.architecture": "Flux.1-dev/lora"})
+    out = tmp_path / "o.safetensors"
+    assert main(["fuse", str(c.path), str(s.path), "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "dog is for Chroma" in err and "ink is for FLUX" in err and "--arch" in err and not out.exists()
+    assert main(["fuse", str(c.path), str(s.path), "-o", str(out), "--arch", "flux"]) == 0
+    meta = __import__("safetensors").safe_open(str(out), "pt").metadata()
+    # the content's "chroma" is not carried into a FLUX.1 file; the style's FLUX.1 value is
+    assert meta["ss_base_model_version"] == "flux1" and meta["modelspec.architecture"] == "Flux.1-dev/lora"
+    assert main(["analyze", str(c.path), str(s.path), "--arch", "chroma"]) == 0

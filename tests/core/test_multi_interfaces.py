@@ -191,7 +191,12 @@ def test_cli_several_contents_and_styles(folder, tmp_path, capsys):
 # ------------------------------------------------------------------------------------ sliders
 
 def test_block_sliders_edit_the_preset_text():
-    assert block_sliders.slider_groups() == ("IN", "MID", "OUT", "DOUBLE", "SINGLE")
+    # the groups of the architectures a host runs, in table order; all of them for the standalone tab
+    assert block_sliders.slider_groups(("sd1", "sdxl")) == ("IN", "MID", "OUT")
+    assert block_sliders.slider_groups(("sdxl", "flux")) == ("IN", "MID", "OUT", "DOUBLE", "SINGLE")
+    assert block_sliders.slider_groups(("sdxl", "zimage", "qwenimage", "wan14b")) == (
+        "IN", "MID", "OUT", "NOISE", "CONTEXT", "LAYERS", "BLOCKS")
+    assert block_sliders.slider_groups()[:5] == ("IN", "MID", "OUT", "DOUBLE", "SINGLE")
     text = block_sliders.with_group("", "IN", 0.2)
     assert text == "IN:0.2"
     text = block_sliders.with_group("OUT05:hard,IN:0.2", "MID", 1.0)

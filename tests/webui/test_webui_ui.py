@@ -25,8 +25,8 @@ pytestmark = pytest.mark.ui
 class ListRuntime(Runtime):
     """A Runtime whose LoRA list is a plain list (no host needed to build the UI)."""
 
-    def __init__(self, names):
-        super().__init__(adapter=object(), service=FusionService(Caches()), opts=lambda: StandInOptions(),
+    def __init__(self, names, adapter=None):
+        super().__init__(adapter=adapter or object(), service=FusionService(Caches()), opts=lambda: StandInOptions(),
                          host_device=lambda: torch.device("cpu"), printer=lambda s: None)
         self.names = list(names)
         self.refreshed = 0
@@ -246,3 +246,19 @@ def test_ui_values_tolerate_short_argument_lists():
     # an older request's 12 arguments: the dropdowns' values, no texts
     old = [True, "c", "s", 1.0, 1.0, 0.5, False, "full", "unet", "nplora", "", False]
     assert UiValues.from_args(old).lora("content") == "c" and UiValues.from_args(old[:3] + [None] * 11).lora("style") == "s"
+
+
+@pytest.mark.parametrize("module,groups", [
+    ("a1111", ("IN", "MID", "OUT")),
+    ("forge_ldm", ("IN", "MID", "OUT")),  # Forge Classic, reForge: the SD family
+    ("forge", ("IN", "MID", "OUT", "DOUBLE", "SINGLE")),
+    ("forge_neo", ("IN", "MID", "OUT", "DOUBLE", "SINGLE", "NOISE", "CONTEXT", "LAYERS", "BLOCKS")),
+])
+def test_the_accordions_block_sliders_are_the_groups_of_the_models_the_host_runs(module, groups):
+    import importlib
+
+    cls = importlib.import_module(f"lib_nplora.webui.hosts.{module}").Adapter
+    rt = ListRuntime([], adapter=cls.__new__(cls))  # its class's name and runs(); nothing of a WebUI needed
+    _, _, blocks = build_script(rt, with_blocks=True)
+    ids = [c.elem_id for c in blocks.blocks.values() if (c.elem_id or "").startswith("script_txt2img_nplora_mub_")]
+    assert tuple(i.rsplit("_", 1)[1] for i in ids) == groups

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...arch import hosts_running
 from ...errors import NpLoraError
 from ...fused import FusedLora
 from ...app.index import DirectoryIndex, LoraEntry
@@ -201,6 +202,10 @@ class HostAdapter:
 
     def forget_model(self) -> None:
         """The model was loaded or switched: drop objects that reference the old one."""
+
+    def runs(self, arch: str) -> bool:
+        """Whether this host runs base models of ``arch`` (``arch.hosts_running``)."""
+        return self.name in hosts_running(arch)
 
 
 def create(name: str | None = None, **kwargs) -> HostAdapter:

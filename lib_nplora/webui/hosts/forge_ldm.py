@@ -20,6 +20,7 @@ returns tuples, and NP-LoRA never looks inside them.
 
 from __future__ import annotations
 
+from ...arch import hosts_running
 from . import HostError
 from .forge import Adapter as ForgeAdapter
 
@@ -34,6 +35,10 @@ class Adapter(ForgeAdapter):
         if not hasattr(patcher, "patches") and not hasattr(getattr(patcher, "patcher", None), "patches"):
             raise HostError("this Forge's model patcher has no patches dict",
                             hint="Report the Forge/reForge version you use")
+
+    def runs(self, arch: str) -> bool:
+        """Forge Classic and reForge run the SD family, as A1111."""
+        return "a1111" in hosts_running(arch)
 
     def online_mode(self, base) -> bool:
         return False
