@@ -160,19 +160,24 @@ class FusionRequest:
         return parse_set(self.style, "style LoRA name", plain=False)
 
     @classmethod
-    def of_sets(cls, contents, styles, params: FuseParams | None = None, source: str = "ui") -> "FusionRequest":
-        """From (name, weight) lists (or plain names), as the REST API and the CLI give them."""
+    def of_sets(cls, contents, styles, params: FuseParams | None = None, source: str = "ui", *,
+                folders: bool = False) -> "FusionRequest":
+        """From (name, weight) lists (or plain names), as the REST API, the CLI and ComfyUI's
+        NP-LoRA Set node give them. ``folders``: names may hold folders (ComfyUI's list names,
+        ``styles/ink.safetensors``), checked by ``check_name(folders=True)`` and the index."""
         def text(refs, what):
             refs = [(r, 1.0) if isinstance(r, str) else tuple(r) for r in refs]
             if not refs:
                 raise ParameterError(f"give at least one {what}")
             for name, w in refs:
-                if not _set_safe(check_name(name, what)):
+                if not isinstance(name, str):
+                    raise ParameterError(f"each {what} must be text, got {type(name).__name__}")
+                if not _set_safe(check_name(name, what, folders=folders)):
                     raise ParameterError(f"the LoRA name {name.strip()!r} cannot be listed in a LoRA set "
                                          "(it has a '*' or a '+' next to a space)", hint="Rename the file")
                 if isinstance(w, bool) or not isinstance(w, (int, float)):
                     raise ParameterError(f"the weight of {name.strip()!r} must be a number, got {w!r}")
-            return set_text(parse_set(set_text((n.strip(), float(w)) for n, w in refs), what))
+            return set_text(parse_set(set_text((n.strip(), float(w)) for n, w in refs), what, plain=not folders))
         return cls(text(contents, "content LoRA name"), text(styles, "style LoRA name"),
                    params or FuseParams(), source)
 

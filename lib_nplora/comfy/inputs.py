@@ -8,10 +8,18 @@ ComfyUI input types by the field's kind (never by its name): "lora" -> the LoRA 
 
 from __future__ import annotations
 
-from ..app.request import FusionRequest
-from ..params import MAX_K, UI_PARAMS, FuseParams, Param, parse_k
+import math
+
+from ..app.request import MAX_SET, FusionRequest
+from ..errors import ParameterError
+from ..params import MAX_K, MAX_WEIGHT, UI_PARAMS, FuseParams, Param, parse_k
 
 SOURCE = "comfyui"
+
+#: ComfyUI type of an NP-LoRA Set node's output: a tuple of (LoRA list name, own weight), in chain order
+SET_TYPE = "NPLORA_SET"
+#: the optional inputs of the Loader / Save / Analyze that take a set, and the picker each replaces
+SET_INPUTS = {"contents": "content", "styles": "style"}
 
 
 def input_type(p: Param, loras: list[str], defaults: FuseParams | None = None) -> tuple:
@@ -47,15 +55,57 @@ def params_inputs(loras: list[str], which=None, *, later: bool = False) -> dict[
             if (which is None or which(p)) and (p.name not in FIRST_ROWS) == later}
 
 
+def set_inputs() -> dict[str, tuple]:
+    """The optional ``contents`` / ``styles`` inputs (an NP-LoRA Set chain each)."""
+    return {name: (SET_TYPE, {"tooltip": f"NP-LoRA Set chain: several {side} LoRAs, each with its own weight "
+                                         f"(times {side}_weight). When connected, it replaces the {side} picker."})
+            for name, side in SET_INPUTS.items()}
+
+
+def set_refs(value, what: str) -> tuple[tuple[str, float], ...]:
+    """An NP-LoRA Set value (as a link passes it, or as a prompt's JSON gives it: a list of
+    [name, weight]) -> ((name, weight), ...); the names' checks are ``FusionRequest.of_sets``'s.
+
+    Raises:
+        ParameterError: not a list of (name, weight), empty, or more than ``MAX_SET`` entries.
+    """
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ParameterError(f"the {what} set must be a non-empty list of (LoRA name, weight)",
+                             hint="Connect an NP-LoRA Set node")
+    if len(value) > MAX_SET:
+        raise ParameterError(f"at most {MAX_SET} LoRAs a side, got {len(value)} {what} LoRAs")
+    out = []
+    for item in value:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str) \
+                or isinstance(item[1], bool) or not isinstance(item[1], (int, float)):
+            raise ParameterError(f"each entry of the {what} set must be (LoRA name, weight), got {str(item)[:60]}",
+                                 hint="Connect an NP-LoRA Set node")
+        if not math.isfinite(item[1]) or abs(item[1]) > MAX_WEIGHT:
+            raise ParameterError(f"the weight of {item[0][:40]!r} in the {what} set must be a number between "
+                                 f"-{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {item[1]!r}")
+        out.append((item[0], float(item[1])))
+    return tuple(out)
+
+
 def request_of(values: dict) -> FusionRequest:
     """The request a node's keyword arguments ask for (extra keys are the node's own).
 
+    A connected ``contents`` / ``styles`` set replaces that side's picker (``content`` /
+    ``style``); without either, the request is the pickers' pair, as before sets existed.
+
     Raises:
-        ParameterError: a value out of range (names the parameter).
+        ParameterError: a value out of range (names the parameter), a bad set.
+        LoraNameError: a set's name that is empty or has control characters.
     """
     loose = {}
     for p in UI_PARAMS:
         if p.is_param and p.name in values:
             v = values[p.name]
             loose[p.name] = (parse_k(v) or "full") if p.kind == "rank" else v
-    return FusionRequest(values["content"], values["style"], FuseParams.from_values(**loose), source=SOURCE)
+    params = FuseParams.from_values(**loose)
+    sets = {side: values.get(name) for name, side in SET_INPUTS.items()}
+    if all(v is None for v in sets.values()):
+        return FusionRequest(values["content"], values["style"], params, source=SOURCE)
+    sides = [set_refs(sets[side], side) if sets[side] is not None else ((values[side], 1.0),)
+             for side in ("content", "style")]
+    return FusionRequest.of_sets(sides[0], sides[1], params, SOURCE, folders=True)

@@ -147,10 +147,18 @@ def apply(model, clip, content: dict, content_weight: float, style: dict, style_
     """Clones of ``model`` and ``clip`` with the content patches (strength wc) and then the style
     patches (strength ws) added, as two chained ``LoraLoader`` nodes do (a weight of 0 adds
     nothing, as there). Returns (model, clip, keys neither took)."""
+    return apply_all(model, clip, [(content, content_weight), (style, style_weight)])
+
+
+def apply_all(model, clip, patch_sets: list[tuple[dict, float]]):
+    """Clones of ``model`` and ``clip`` with each (patches, strength) added in order, as that many
+    chained ``LoraLoader`` nodes do (a strength of 0 adds nothing, as there): several contents,
+    each with its projected downs at own weight x wc, then the styles at own weight x ws.
+    Returns (model, clip, keys none took)."""
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
     left = []
-    for patches, w in ((content, content_weight), (style, style_weight)):
+    for patches, w in patch_sets:
         if w == 0:
             continue
         taken: set = set()

@@ -39,8 +39,8 @@ def test_with_comfyuis_modules_importable_but_not_loading_it_registers_nothing()
     assert nodes == "[] []" and loaded == "[]"
 
 
-def test_inside_comfyui_the_root_package_registers_the_three_nodes():
+def test_inside_comfyui_the_root_package_registers_the_four_nodes():
     nodes, loaded = _run([str(STANDINS)], first="import folder_paths, nodes\n")
-    assert nodes == ("['NpLoraAnalyze', 'NpLoraLoader', 'NpLoraSave'] "
-                     "['NP-LoRA Analyze', 'NP-LoRA Loader (content + style)', 'NP-LoRA Save']")
+    assert nodes == ("['NpLoraAnalyze', 'NpLoraLoader', 'NpLoraSave', 'NpLoraSet'] "
+                     "['NP-LoRA Analyze', 'NP-LoRA Loader (content + style)', 'NP-LoRA Save', 'NP-LoRA Set']")
     assert "gradio" not in loaded and "modules" not in loaded

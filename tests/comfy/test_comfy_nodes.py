@@ -37,10 +37,11 @@ def pair(loras):
 def test_loader_inputs_are_the_parameter_tables_widget_rows(pair):
     types = nodes.NpLoraLoader.INPUT_TYPES()
     req = {**types["required"], **types["optional"]}
-    assert list(req) == ["model", "clip"] + [p.name for p in UI_PARAMS]
+    assert list(req) == ["model", "clip"] + [p.name for p in UI_PARAMS] + ["contents", "styles"]
     # the rows the nodes first shipped with are required; every later row is optional (old workflows validate)
     assert list(types["required"]) == ["model", "clip"] + list(FIRST_ROWS)
-    assert set(types["optional"]) == {p.name for p in UI_PARAMS} - set(FIRST_ROWS) != set()
+    assert set(types["optional"]) == {p.name for p in UI_PARAMS} - set(FIRST_ROWS) | {"contents", "styles"}
+    assert types["optional"]["contents"][0] == types["optional"]["styles"][0] == "NPLORA_SET"
     assert req["content"][0] == req["style"][0] == ["dog.safetensors", "styles/ink.safetensors", "xl_a.safetensors",
                                                     "xl_b.safetensors"]  # no .pt: never unpickled
     kinds = {p.name: p.kind for p in UI_PARAMS}
@@ -57,10 +58,11 @@ def test_loader_inputs_are_the_parameter_tables_widget_rows(pair):
     assert nodes.NpLoraLoader.RETURN_TYPES == ("MODEL", "CLIP")
     save = nodes.NpLoraSave.INPUT_TYPES()
     assert list(save["required"]) == list(FIRST_ROWS) + ["file_name", "overwrite"]
-    assert list(save["optional"]) == [p.name for p in UI_PARAMS if p.name not in FIRST_ROWS]
+    assert list(save["optional"]) == [p.name for p in UI_PARAMS if p.name not in FIRST_ROWS] + ["contents", "styles"]
     analyze = nodes.NpLoraAnalyze.INPUT_TYPES()
     assert list({**analyze["required"], **analyze["optional"]}) == [p.name for p in UI_PARAMS
-                                                                    if p.kind == "lora" or p.analysis]
+                                                                    if p.kind == "lora" or p.analysis] \
+        + ["contents", "styles"]
     assert set(nodes.NODE_CLASS_MAPPINGS) == set(nodes.NODE_DISPLAY_NAME_MAPPINGS)
 
 
@@ -193,3 +195,102 @@ def test_analyze_gives_a_chart_image_and_the_numbers(pair):
     assert image.dtype == torch.float32 and image.dim() == 4 and image.shape[0] == 1 and image.shape[3] == 3
     assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05
     assert "dog (content) vs ink (style)" in text and "input_blocks" in text
+
+
+def _set(*refs):
+    out = None
+    for name, w in refs:
+        (out,) = nodes.NpLoraSet().add(lora_name=name, weight=w, previous=out)
+    return out
+
+
+@pytest.fixture
+def four(pair):
+    lf.make_lora(pair / "hat.safetensors", "sd1", ROWS, rank=3, seed=5)
+    lf.make_lora(pair / "oil.safetensors", "sd1", ROWS, rank=2, seed=6)
+    return pair
+
+
+def test_the_set_node_chains_in_order_and_checks_names_and_weights(four):
+    types = nodes.NpLoraSet.INPUT_TYPES()
+    assert types["required"]["lora_name"][0] == nodes.NpLoraLoader.INPUT_TYPES()["required"]["content"][0]
+    assert types["optional"]["previous"][0] == nodes.NpLoraSet.RETURN_TYPES[0] == "NPLORA_SET"
+    assert _set(("dog.safetensors", 1.0), ("hat.safetensors", 0.5)) == (("dog.safetensors", 1.0),
+                                                                        ("hat.safetensors", 0.5))
+    with pytest.raises(ParameterError, match="twice"):
+        _set(("dog.safetensors", 1.0), ("dog.safetensors", 0.5))
+    with pytest.raises(NpLoraError, match="control"):
+        _set(("dog\n.safetensors", 1.0))
+    with pytest.raises(ParameterError, match="at most 8"):
+        nodes.NpLoraSet().add(lora_name="dog.safetensors", weight=1.0,
+                              previous=tuple((f"x{i}.safetensors", 1.0) for i in range(8)))
+    with pytest.raises(ParameterError, match="weight"):
+        nodes.NpLoraSet().add(lora_name="dog.safetensors", weight=float("nan"))
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    with pytest.raises(ParameterError, match="LoRA name, weight"):  # a prompt's JSON literal that is no set
+        nodes.NpLoraLoader().load(model, clip, contents=[["dog.safetensors"]], **dict(PARAMS, content="dog.safetensors",
+                                                                                      style="hat.safetensors"))
+
+
+def test_a_set_with_a_name_not_listed_or_for_another_model_names_the_file(four):
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    args = dict(PARAMS, content="dog.safetensors", style="styles/ink.safetensors")
+    with pytest.raises(LoraNotFoundError, match="nope"):
+        nodes.NpLoraLoader().load(model, clip, contents=(("dog.safetensors", 1.0), ("nope.safetensors", 1.0)), **args)
+    with pytest.raises(NpLoraError, match="xl_a"):
+        nodes.NpLoraLoader().load(model, clip, contents=_set(("dog.safetensors", 1.0), ("xl_a.safetensors", 1.0)),
+                                  **args)
+    with pytest.raises(NpLoraError, match="xl_a|xl_b|hat"):  # Save reads for no model: the files disagree
+        nodes.NpLoraSave().save(file_name="", overwrite=False, contents=_set(("hat.safetensors", 1.0)),
+                                styles=_set(("xl_a.safetensors", 1.0), ("xl_b.safetensors", 1.0)), **args)
+
+
+def test_the_loaders_console_line_counts_the_sets(four, capsys):
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    args = dict(PARAMS, content="dog.safetensors", style="styles/ink.safetensors")
+    sets = dict(contents=_set(("dog.safetensors", 1.0), ("hat.safetensors", 0.5)),
+                styles=_set(("styles/ink.safetensors", 1.0), ("oil.safetensors", 0.3)))
+    nodes.NpLoraLoader().load(model, clip, **sets, **args)
+    nodes.NpLoraLoader().load(model, clip, **sets, **args)
+    first, second = [line for line in capsys.readouterr().out.splitlines() if line.startswith("NP-LoRA:")]
+    assert first.startswith("NP-LoRA: 2 contents (dog*1, hat*0.5) + 2 styles (ink*1, oil*0.3), mu=0.5: ")
+    assert f"{2 * len(ROWS)} modules projected" in first and "inputs read, style subspace computed" in first
+    assert "inputs from the cache, style subspace from the cache" in second
+
+
+def test_save_writes_the_fused_set_with_every_input_in_merged_from(four):
+    import comfy.lora
+    import comfy.utils
+    from lib_nplora.comfy.patching import lora_key_map
+
+    args = dict(PARAMS, content="xl_a.safetensors", style="xl_b.safetensors")  # replaced by the sets
+    sets = dict(contents=_set(("dog.safetensors", 1.0), ("hat.safetensors", 0.5)),
+                styles=_set(("styles/ink.safetensors", 1.0), ("oil.safetensors", 0.3)))
+    out = nodes.NpLoraSave().save(file_name="", overwrite=False, **sets, **args)
+    name = out["result"][0]
+    assert name == "dog+hat+ink+oil_nplora_mu0.5.safetensors"
+    with safe_open(str(four / name), "pt") as f:
+        meta = f.metadata()
+    merged = meta["modelspec.merged_from"]
+    assert all(n in merged for n in ("dog", "hat", "ink", "oil")) and "xl_a" not in merged
+    # the file through the stock loader is the Loader's fusion of the same sets
+    model, clip = build("sd1", [r["name"] for r in ROWS])
+    fused_model, _ = nodes.NpLoraLoader().load(model, clip, **sets, **args)
+    stock = model.clone()
+    stock.add_patches(comfy.lora.load_lora(comfy.utils.load_torch_file(str(four / name), safe_load=True),
+                                           lora_key_map(model, clip)), 1.0)
+    for key in model.model.state_dict():
+        base = model.patched_weight(key)
+        want, got = fused_model.patched_weight(key) - base, stock.patched_weight(key) - base
+        assert torch.allclose(got, want, atol=2e-3 * want.abs().max().item()), key
+    with pytest.raises(OutputIsInputError):  # never onto any input of a set
+        nodes.NpLoraSave().save(file_name="hat", overwrite=True, **sets, **args)
+
+
+def test_analyze_takes_the_sets(four):
+    _, one = nodes.NpLoraAnalyze().analyze(content="dog.safetensors", style="styles/ink.safetensors", k=0,
+                                           scope="unet")
+    _, text = nodes.NpLoraAnalyze().analyze(content="dog.safetensors", style="styles/ink.safetensors", k=0,
+                                            scope="unet", styles=_set(("styles/ink.safetensors", 1.0),
+                                                                      ("oil.safetensors", 1.0)))
+    assert "oil" in text and "oil" not in one and text != one

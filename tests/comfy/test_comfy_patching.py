@@ -189,3 +189,80 @@ def test_a_workflow_saved_before_the_later_rows_fuses_as_with_their_defaults(pai
     assert all(torch.equal(old[k], new[k]) for k in old)
     blocks = weights(*NpLoraLoader().load(model, clip, **loader_args(block_mu="IN:hard,OUT:0")))
     assert any(not torch.equal(old[k], blocks[k]) for k in old)
+
+
+@pytest.fixture
+def four(loras):
+    """Two contents and two styles of different ranks on the same modules (one style in a folder)."""
+    (loras / "styles").mkdir()
+    for name, rank, seed in (("c1", 4, 11), ("c2", 3, 12), ("styles/s1", 6, 13), ("s2", 2, 14)):
+        lf.make_lora(loras / f"{name}.safetensors", "sd1", ROWS, rank=rank, alpha=2.0, seed=seed, dtype=torch.float16)
+    return loras
+
+
+def chain(*refs):
+    """NP-LoRA Set nodes chained (each one's output is the next one's ``previous``)."""
+    from lib_nplora.comfy.nodes import NpLoraSet
+
+    out = None
+    for name, w in refs:
+        (out,) = NpLoraSet().add(lora_name=name, weight=w, previous=out)
+    return out
+
+
+CONTENTS = (("c1.safetensors", 1.0), ("c2.safetensors", 0.5))
+STYLES = (("styles/s1.safetensors", 0.7), ("s2.safetensors", 1.3))
+
+
+@pytest.mark.parametrize("kw", [dict(mu=0.5), dict(mu=1.0, hard=True, k=3)])
+def test_two_contents_and_two_styles_through_sets_are_fuse_sets_update(four, kw):
+    from lib_nplora.fusion.merge import fuse_set
+
+    model, clip = build("sd1", NAMES)
+    args = loader_args(content="s2.safetensors", style="c1.safetensors", **kw)  # the pickers: replaced
+    ours = weights(*NpLoraLoader().load(model, clip, contents=chain(*CONTENTS), styles=chain(*STYLES), **args))
+    base = weights(model, clip)
+    params = FuseParams.from_values(**{k: v for k, v in args.items() if k not in ("content", "style")}
+                                    | {"k": kw.get("k") or "full"})
+    caches = Caches()
+    loras = caches.load_set([four / n for n, _ in CONTENTS + STYLES], "sd1")
+    fused = fuse_set(list(zip(loras[:2], [w for _, w in CONTENTS])), list(zip(loras[2:], [w for _, w in STYLES])),
+                     params, dtype=torch.float32)
+    projected = 0
+    for name in NAMES:
+        key = comfy_key("sd1", name)
+        delta = (ours[key] - base[key]).flatten(1).double()
+        expect = fused.modules[name].dense().double()
+        assert torch.allclose(delta, expect, atol=1e-5 * expect.abs().max().item()), name
+        projected += fused.modules[name].c > 0
+    assert projected == len(SD1_ATTN)  # scope "unet": the UNet modules are projected, the text encoder's not
+
+
+def test_sets_at_mu_zero_are_four_chained_lora_loaders_bit_for_bit(four):
+    model, clip = build("sd1", NAMES)
+    args = loader_args(mu=0.0, content_weight=0.8, style_weight=1.2)
+    ours = weights(*NpLoraLoader().load(model, clip, contents=chain(*CONTENTS), styles=chain(*STYLES), **args))
+    ref = weights(*stacked(model, clip, four, [(n, w * 0.8) for n, w in CONTENTS] + [(n, w * 1.2) for n, w in STYLES]))
+    assert ours.keys() == ref.keys() and len(ours) == len(NAMES)
+    assert all(torch.equal(ours[k], ref[k]) for k in ours)
+    three = weights(*stacked(model, clip, four, [(n, w * 0.8) for n, w in CONTENTS] + [(STYLES[0][0], 0.7 * 1.2)]))
+    assert all(not torch.equal(ours[k], three[k]) for k in ours)  # the fourth LoRA counts
+
+
+def test_one_side_as_a_set_keeps_the_other_sides_picker(four):
+    """Only ``styles`` connected: the content picker is the one content (own weight 1)."""
+    model, clip = build("sd1", NAMES)
+    args = loader_args(content="c1.safetensors", mu=0.0)
+    ours = weights(*NpLoraLoader().load(model, clip, styles=chain(*STYLES), **args))
+    ref = weights(*stacked(model, clip, four, [("c1.safetensors", 0.8)] + [(n, w * 1.2) for n, w in STYLES]))
+    assert all(torch.equal(ours[k], ref[k]) for k in ours)
+
+
+def test_a_one_entry_set_of_weight_one_is_the_old_pair_and_the_old_workflow_is_unchanged(pair, capsys):
+    model, clip = build("sd1", NAMES)
+    old = weights(*NpLoraLoader().load(model, clip, **loader_args()))
+    line = capsys.readouterr().out
+    assert "NP-LoRA: content + style, mu=0.5: " in line  # the pair's console line, as before
+    via = weights(*NpLoraLoader().load(model, clip, contents=chain(("content.safetensors", 1.0)),
+                                       styles=chain(("style.safetensors", 1.0)), **loader_args()))
+    assert all(torch.equal(old[k], via[k]) for k in old)
