@@ -143,13 +143,6 @@ def project_patches(patches: dict, state_dict: dict, content: LoraSet, downs: di
     return out
 
 
-def apply(model, clip, content: dict, content_weight: float, style: dict, style_weight: float):
-    """Clones of ``model`` and ``clip`` with the content patches (strength wc) and then the style
-    patches (strength ws) added, as two chained ``LoraLoader`` nodes do (a weight of 0 adds
-    nothing, as there). Returns (model, clip, keys neither took)."""
-    return apply_all(model, clip, [(content, content_weight), (style, style_weight)])
-
-
 def apply_all(model, clip, patch_sets: list[tuple[dict, float]]):
     """Clones of ``model`` and ``clip`` with each (patches, strength) added in order, as that many
     chained ``LoraLoader`` nodes do (a strength of 0 adds nothing, as there): several contents,

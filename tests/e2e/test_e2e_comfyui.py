@@ -37,6 +37,7 @@ from e2e_server import ROOT, _free_port, report
 
 CKPT = "nplora-random-sd15.safetensors"
 C, S = NAMES["content"] + ".safetensors", NAMES["style"] + ".safetensors"
+C2, S2 = NAMES["content2"] + ".safetensors", NAMES["style2"] + ".safetensors"
 WRONG_C, WRONG_S = "nplora_e2e_sdxl_content.safetensors", "nplora_e2e_sdxl_style.safetensors"
 
 
@@ -275,6 +276,30 @@ def test_mu_zero_is_the_stacked_lora_loader_image(comfyui, shots):
     assert np.array_equal(shots["mu0"], shots["stacked"])
     report(f"ComfyUI: mu=0 vs two LoraLoaders: mean |diff| {diff(shots['mu0'], shots['stacked']):.3f}; "
            f"vs base {diff(shots['mu0'], shots['base']):.2f}")
+
+
+def sets_graph(mu: float, prefix: str) -> dict:
+    """Two contents (C, C2*0.5) and two styles (S, S2*0.7) through chained NP-LoRA Set nodes."""
+    g = graph([nplora(mu=mu, contents=["set_c2", 0], styles=["set_s2", 0])], prefix=prefix)
+    for side, (first, second, w) in (("c", (C, C2, 0.5)), ("s", (S, S2, 0.7))):
+        g[f"set_{side}1"] = {"class_type": "NpLoraSet", "inputs": {"lora_name": first, "weight": 1.0}}
+        g[f"set_{side}2"] = {"class_type": "NpLoraSet",
+                             "inputs": {"lora_name": second, "weight": w, "previous": [f"set_{side}1", 0]}}
+    return g
+
+
+def test_sets_at_mu_zero_are_four_chained_lora_loaders_and_project_otherwise(comfyui, shots):
+    four = comfyui.image(comfyui.run(graph([stock(C), stock(C2, 0.5), stock(S), stock(S2, 0.7)], prefix="four")))
+    mu0 = comfyui.image(comfyui.run(sets_graph(0.0, "sets_mu0")))
+    mu05 = comfyui.image(comfyui.run(sets_graph(0.5, "sets_mu05")))
+    assert np.array_equal(mu0, four)
+    assert diff(four, shots["stacked"]) > 0.1  # the second content and style count
+    assert diff(mu05, four) > 0.1
+    console = comfyui.console()
+    line = f"2 contents ({NAMES['content']}*1, {NAMES['content2']}*0.5) + 2 styles ({NAMES['style']}*1, "
+    assert line in console
+    report(f"ComfyUI: 2 contents + 2 styles through NP-LoRA Set nodes: mu=0 vs four LoraLoaders identical; "
+           f"mu=0.5 vs them: mean |diff| {diff(mu05, four):.2f}")
 
 
 def test_projection_changes_the_image(comfyui, shots):
