@@ -259,12 +259,13 @@ def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):
     from lib_nplora.params import UI_PARAMS
 
     info = json.loads(comfyui.get("/object_info"))
-    for node in ("NpLoraLoader", "NpLoraSave", "NpLoraAnalyze"):
+    for node in ("NpLoraLoader", "NpLoraSave", "NpLoraAnalyze", "NpLoraSet"):
         assert node in info, f"{node} missing; console:\n{comfyui.console()[-2000:]}"
         assert info[node]["category"] == "loaders/NP-LoRA"
     inputs = info["NpLoraLoader"]["input"]
     loader = {**inputs["required"], **inputs.get("optional", {})}
-    assert list(loader) == ["model", "clip"] + [p.name for p in UI_PARAMS]
+    assert list(loader) == ["model", "clip"] + [p.name for p in UI_PARAMS] + ["contents", "styles"]
+    assert loader["contents"][0] == loader["styles"][0] == info["NpLoraSet"]["output"][0] == "NPLORA_SET"
     assert C in loader["content"][0] and S in loader["style"][0]
     assert info["NpLoraLoader"]["output"] == ["MODEL", "CLIP"]
     ours = [line for line in comfyui.console().splitlines() if "custom_nodes/nplora" in line]
