@@ -17,6 +17,7 @@ requirements is enough.)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -156,8 +157,6 @@ def check_comfyui(folder: str) -> int:
     import comfy.cli_args  # noqa: F401  (parses --cpu)
     import comfy.lora
     import comfy.supported_models as sm
-
-    import dataclasses
 
     import comfy.ldm.chroma.model
     import comfy.ldm.flux.model
