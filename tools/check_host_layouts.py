@@ -17,6 +17,7 @@ requirements is enough.)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -54,7 +55,25 @@ def _mmdit(hidden, pos_embed_max_size, attn2_layers):
 _LUMINA2 = dict(patch_size=2, in_channels=16, dim=2304, cap_feat_dim=2304, n_layers=26, n_heads=24, n_kv_heads=8,
                 qk_norm=True, axes_dims=[32, 32, 32], axes_lens=[300, 512, 512])
 
-#: ComfyUI: arch -> (supported_models class, unet_config as comfy/model_detection.py builds it)
+#: FLUX.2-dev and klein as ComfyUI's detection builds them (783545f6, v0.33.0, the "flux2" branch:
+#: fixed fields, then hidden size, text width and block counts from the checkpoint's weights)
+_FLUX2 = dict(image_model="flux2", axes_dim=[32, 32, 32, 32], mlp_ratio=3.0, theta=2000, out_channels=128,
+              global_modulation=True, mlp_silu_act=True, qkv_bias=False, ops_bias=False, default_ref_method="index",
+              ref_index_scale=10.0, txt_ids_dims=[3], in_channels=128, patch_size=1, vec_in_dim=None, yak_mlp=False,
+              txt_norm=False)
+
+
+def _flux2(hidden, context, depth, single, guidance):
+    return dict(_FLUX2, hidden_size=hidden, num_heads=hidden // 128, context_in_dim=context, depth=depth,
+                depth_single_blocks=single, guidance_embed=guidance)
+
+
+#: what later revisions' detection (783545f6) also sets for FLUX.1 and Chroma, given where their
+#: params classes have the field (0.3.64's do not)
+_LATER_FLUX_FIELDS = dict(txt_ids_dims=[], vec_in_dim=None)
+
+#: ComfyUI: arch -> (supported_models class, unet_config as comfy/model_detection.py builds it);
+#: a class the checkout lacks (ZImage, Flux2 before late 2025) is reported and skipped
 COMFY = {
     "flux": ("Flux", dict(_BFL, image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768,
                           guidance_embed=True)),
@@ -71,6 +90,13 @@ COMFY = {
         max_resolution=[128, 128], in_channels=16, llama_layers=list(range(32)) + [31] * 16, num_attention_heads=20,
         num_routed_experts=4, num_activated_experts=2, num_layers=16, num_single_layers=32, out_channels=16,
         patch_size=2, text_emb_dim=2048)),
+    "zimage": ("ZImage", dict(
+        image_model="lumina2", patch_size=2, in_channels=16, dim=3840, cap_feat_dim=2560, n_layers=30, qk_norm=True,
+        n_heads=30, n_kv_heads=30, axes_dims=[32, 48, 48], axes_lens=[1536, 512, 512], rope_theta=256.0,
+        ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True, time_scale=1000.0, pad_tokens_multiple=32)),
+    "flux2": ("Flux2", _flux2(6144, 15360, 8, 48, True)),
+    "flux2klein4b": ("Flux2", _flux2(3072, 7680, 5, 20, False)),
+    "flux2klein9b": ("Flux2", _flux2(4096, 12288, 8, 24, False)),
 }
 #: Forge Neo: arch -> (module, class, config as modules_forge/packages/huggingface_guess/detection.py builds it)
 NEO = {
@@ -132,9 +158,20 @@ def check_comfyui(folder: str) -> int:
     import comfy.lora
     import comfy.supported_models as sm
 
+    import comfy.ldm.chroma.model
+    import comfy.ldm.flux.model
+
     failures = 0
     for arch, (cls, unet_config) in COMFY.items():
-        model = getattr(sm, cls)(dict(unet_config)).get_model({}, device=torch.device("meta"))
+        if not hasattr(sm, cls):
+            print(f"ComfyUI {arch}: this checkout has no {cls} config, skipped")
+            continue
+        unet_config = dict(unet_config)
+        if arch in ("flux", "chroma"):
+            params = comfy.ldm.flux.model.FluxParams if arch == "flux" else comfy.ldm.chroma.model.ChromaParams
+            fields = {f.name for f in dataclasses.fields(params)}
+            unet_config.update({k: v for k, v in _LATER_FLUX_FIELDS.items() if k in fields and k not in unet_config})
+        model = getattr(sm, cls)(unet_config).get_model({}, device=torch.device("meta"))
         key_map = comfy.lora.model_lora_keys_unet(model, {})
         failures += compare("ComfyUI", arch, weights_2d(model.state_dict(), "diffusion_model."), key_map)
     return failures

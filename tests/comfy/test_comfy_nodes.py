@@ -101,7 +101,7 @@ def test_a_model_type_without_a_table_is_a_clear_error(pair):
 
 
 @pytest.mark.parametrize("config, arch", [("Chroma", "chroma"), ("QwenImage", "qwenimage"), ("FluxSchnell", "flux"),
-                                          ("SD20", "sd2")])
+                                          ("SD20", "sd2"), ("ZImage", "zimage")])
 def test_comfyuis_model_type_selects_the_architecture(config, arch):
     from comfy import supported_models
 
@@ -112,7 +112,23 @@ def test_comfyuis_model_type_selects_the_architecture(config, arch):
     assert arch_of(model) == arch
 
 
-@pytest.mark.parametrize("config", ["ChromaRadiance", "Lumina2"])
+@pytest.mark.parametrize("hidden, arch", [(6144, "flux2"), (3072, "flux2klein4b"), (4096, "flux2klein9b")])
+def test_comfyuis_flux2_model_type_selects_the_size_by_its_hidden_size(hidden, arch):
+    """ComfyUI's ``Flux2`` config (a ``Flux`` subclass) holds FLUX.2-dev and both klein sizes; the
+    hidden size its detection derived picks the table, never FLUX.1's."""
+    from comfy import supported_models
+
+    from lib_nplora.comfy.models import arch_of
+
+    model, _ = build("sd1", [])
+    model.model.model_config = supported_models.Flux2({"image_model": "flux2", "hidden_size": hidden})
+    assert arch_of(model) == arch
+    model.model.model_config = supported_models.Flux2({"image_model": "flux2", "hidden_size": 2048})
+    with pytest.raises(ArchitectureError, match="hidden size 2048"):
+        arch_of(model)
+
+
+@pytest.mark.parametrize("config", ["ChromaRadiance", "Lumina2", "ZImagePixelSpace"])
 def test_a_chroma_radiance_or_lumina_model_is_refused_by_name(config):
     from comfy import supported_models
 

@@ -8,6 +8,19 @@ memory), writes a content and a style LoRA with a module on every weight NP-LoRA
 ``model_lora_keys_unet`` / ``model_lora_keys_clip``), ``comfy_patches`` (its ``load_lora``), the
 engine's projection and ``project_patches``. Prints one JSON line per (architecture, format).
 
+With ``dits`` as the third argument (a ComfyUI with Z-Image and FLUX.2 configs: Comfy-Org 0.33.0,
+783545f6; 0.3.64 has neither) it runs, after those, the DiTs ``DIT_CASES``: Z-Image, FLUX.2-dev,
+FLUX.2-klein 4B and 9B. Their ComfyUI model comes from ComfyUI's own detection
+(``comfy.model_detection.model_config_from_unet``) of a meta state dict holding NP-LoRA's table
+weights under their original paths plus the few norm keys the detection looks for
+(``DETECTION_KEYS``); each row then also says which config class ComfyUI picked, the dimensions
+it derived (``dims``), the width of the text features its text encoder gives (``te_width``:
+``len(layer)`` stacked hidden states of its Qwen3 / Mistral class, built on the meta device) and
+where the table and ComfyUI's class differ (``layout_bad``: table weights missing or of another
+shape; ``layout_extra``: 2-D weights of the class not in the table). ``detected`` is NP-LoRA's
+``arch_of`` of that model (``lib_nplora.comfy.models``). A diffusers naming ComfyUI maps to no
+weight of the model at all is one short row (``modules`` 0, ``host_unmapped``).
+
 Formats: ``kohya`` (``lora_unet_<flat original path>``, fused weights as one module: FLUX/Chroma
 qkv and linear1, which the engine splits and patches on row slices); ``peft`` (diffusers names,
 ``transformer.…`` with ``lora_A/B``, fused weights as their parts: ComfyUI itself maps those to row
@@ -15,9 +28,12 @@ slices of the fused weight; only the modules ComfyUI's map places on a weight of
 written, the others are counted as ``host_unmapped``: for Chroma the diffusers names ComfyUI
 derives from FLUX.1's layout, which Chroma's guidance layer lacks); ``written``: the content is
 the file NP-LoRA writes (``formats.writer.save_fused`` of the kohya pair's fusion, rank 2, fused
-weights joined back), fused again with the kohya style.
+weights joined back), fused again with the kohya style; ``ldm`` (``diffusion_model.`` + original
+path, ComfyUI's own saves) and ``ldm-peft`` (``diffusion_model.`` + diffusers path, ai-toolkit;
+placed as ``peft``) for the DiTs. Every row counts the patches whose up / down factor does not fit
+the rows / columns of the weight (or row slice) they land on (``misshaped``).
 
-    python tests/e2e/comfyui_keymaps.py <repository root> <temp folder>
+    python tests/e2e/comfyui_keymaps.py <repository root> <temp folder> [dits]
 """
 
 from __future__ import annotations
@@ -52,10 +68,26 @@ CHROMA = dict(image_model="chroma", in_channels=64, out_channels=64, patch_size=
               axes_dim=[16, 56, 56], theta=10000, qkv_bias=True, in_dim=64, out_dim=3072, hidden_dim=5120,
               n_layers=5)
 QWENIMAGE = dict(image_model="qwen_image")
+#: what comfy/model_detection.py of later revisions (783545f6) also sets for FLUX.1 and Chroma:
+#: no text position dimensions, no vector_in for Chroma
+LATER_FLUX_FIELDS = dict(txt_ids_dims=[], vec_in_dim=None)
 #: (architecture, format) in the order printed
 CASES = (("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"), ("flux", "peft"), ("chroma", "kohya"),
          ("chroma", "peft"), ("chroma", "written"), ("qwenimage", "kohya"), ("qwenimage", "peft"),
          ("qwenimage", "written"))
+DITS = ("zimage", "flux2", "flux2klein4b", "flux2klein9b")
+DIT_CASES = tuple((arch, fmt) for arch in DITS for fmt in ("kohya", "ldm", "peft", "ldm-peft", "written"))
+#: keys ComfyUI's detection (comfy/model_detection.py, 783545f6) requires that are no LoRA target
+#: (norms, pad tokens), so not in the tables: the Lumina 2 / Z-Image branch needs the refiner's
+#: k_norm (and takes ``pad_tokens_multiple`` from ``cap_pad_token``, as Z-Image-Turbo has it);
+#: the FLUX branch needs the first double block's key_norm
+DETECTION_KEYS = {"zimage": {"noise_refiner.0.attention.k_norm.weight": (128,), "cap_pad_token": (1, 3840),
+                             "x_pad_token": (1, 3840)},
+                  "flux2": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)}}
+#: the dimensions of ComfyUI's derived unet_config reported per DiT
+DIMS = {"zimage": ("dim", "n_heads", "n_kv_heads", "n_layers", "cap_feat_dim", "ffn_dim_multiplier"),
+        "flux2": ("hidden_size", "num_heads", "depth", "depth_single_blocks", "context_in_dim", "mlp_ratio",
+                  "guidance_embed", "in_channels")}
 
 
 class Patcher:
@@ -66,19 +98,72 @@ class Patcher:
 
 
 def models(arch: str):
+    if arch in DITS:
+        return dit_models(arch)[:2]
     import comfy.supported_models as sm
 
     config_cls, unet = {"sd1": (sm.SD15, SD15), "sdxl": (sm.SDXL, SDXL), "flux": (sm.Flux, FLUX),
                         "chroma": (sm.Chroma, CHROMA), "qwenimage": (sm.QwenImage, QWENIMAGE)}[arch]
-    config = config_cls(dict(unet))
+    unet = dict(unet)
+    if arch in ("flux", "chroma"):  # fields later revisions' params classes require and detection sets
+        import dataclasses
+
+        import comfy.ldm.chroma.model
+        import comfy.ldm.flux.model
+        params = comfy.ldm.flux.model.FluxParams if arch == "flux" else comfy.ldm.chroma.model.ChromaParams
+        fields = {f.name for f in dataclasses.fields(params)}
+        unet.update({k: v for k, v in LATER_FLUX_FIELDS.items() if k in fields and k not in unet})
+    config = config_cls(unet)
     model = config.get_model({}, device="meta")
     target = config.clip_target()
     cond = target.clip(device="meta", dtype=torch.float16)
     return Patcher(model=model), Patcher(cond=cond)
 
 
+def dit_models(arch: str):
+    """ComfyUI's model of a DiT as its detection builds it from a checkpoint with the table's
+    weights, and its text encoder for that model (the config's ``clip_target`` picks it from the
+    checkpoint's text-encoder keys, so FLUX.2's are built by name: Mistral 3 24B for the dev
+    model, Qwen3-4B / -8B for klein 4B / 9B, as its ``Flux2.clip_target`` pairs them)."""
+    import comfy.model_detection
+    import comfy.text_encoders.flux as te_flux
+    import lora_factory as lf
+
+    family = "zimage" if arch == "zimage" else "flux2"
+    sd = {r["name"].split(".", 1)[1] + ".weight": torch.empty(r["shape"], device="meta")
+          for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]}
+    sd.update({k: torch.empty(shape, device="meta") for k, shape in DETECTION_KEYS[family].items()})
+    config = comfy.model_detection.model_config_from_unet(sd, "")
+    model = config.get_model({}, device="meta")
+    te = {"zimage": None, "flux2": te_flux.flux2_te(), "flux2klein4b": te_flux.klein_te(model_type="qwen3_4b"),
+          "flux2klein9b": te_flux.klein_te(model_type="qwen3_8b")}[arch] or config.clip_target().clip
+    cond = te(device="meta", dtype=torch.float16)
+    return Patcher(model=model), Patcher(cond=cond), config
+
+
+def te_width(cond) -> int:
+    """Width of the text features ComfyUI's text encoder hands the DiT: its LLM's hidden size times
+    the hidden states it stacks (``Flux2TEModel.encode_token_weights``: ``layer`` [9, 18, 27] for
+    Qwen3 and [10, 20, 30] for Mistral, stacked; Z-Image: one, ``layer="hidden"``)."""
+    inner = getattr(cond, cond.clip)
+    n = len(inner.layer) if isinstance(inner.layer, (list, tuple)) else 1
+    return n * inner.transformer.model.config.hidden_size
+
+
+def dit_layout(arch: str, model) -> dict:
+    """Table vs ComfyUI's class: table weights missing or of another shape, class 2-D weights not in the table."""
+    import lora_factory as lf
+
+    table = {r["name"].split(".", 1)[1]: list(r["shape"]) for r in lf.table(arch)
+             if r["name"].startswith("unet.") and ":" not in r["name"]}
+    have = {k[len("diffusion_model."):-len(".weight")]: list(v.shape) for k, v in model.model.state_dict().items()
+            if k.startswith("diffusion_model.") and k.endswith(".weight") and v.dim() in (2, 4)}
+    return {"layout_bad": sorted(p for p, shape in table.items() if have.get(p) != shape)[:20],
+            "layout_extra": sorted(set(have) - set(table))[:20], "layout_weights": len(table)}
+
+
 def main() -> None:
-    root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+    root, tmp, dits = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:4] == ["dits"]
     sys.path[:0] = [os.getcwd(), str(root), str(root / "tests")]  # ComfyUI's folder first
     import comfy.options
 
@@ -87,7 +172,6 @@ def main() -> None:
     import comfy.utils
     import lora_factory as lf
     from lib_nplora.cache import Caches
-    from lib_nplora.comfy.models import arch_of
     from lib_nplora.comfy.patching import comfy_patches, lora_key_map, project_patches
     from lib_nplora.comfy.projection import projected_downs
     from lib_nplora.formats.writer import save_fused
@@ -99,20 +183,27 @@ def main() -> None:
     handler.emit = lambda record: missing.append(record.getMessage()) if "not loaded" in record.getMessage() else None
     logging.getLogger().addHandler(handler)
     built: dict = {}
-    for arch, fmt in CASES:
-        if arch not in built:
-            built = {arch: models(arch)}  # one architecture's meta models at a time
-        model, clip = built[arch]
+    cases = CASES + (DIT_CASES if dits else ())
+    for arch, fmt in cases:
+        if arch not in built:  # one architecture's meta models at a time
+            built = {arch: dit_models(arch) if arch in DITS else models(arch) + (None,)}
+        model, clip, config = built[arch]
         key_map = lora_key_map(model, clip)
         shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items()}
         weights = set(shapes) | set(clip.cond_stage_model.state_dict())
         rows = [r for r in lf.table(arch) if ":" not in r["name"] and r["kind"] != "norm"]
         unmapped = 0
-        if fmt == "peft":  # diffusers names: the modules diffusers has, fused ones as their parts
+        if fmt in ("peft", "ldm-peft"):  # diffusers names: the modules diffusers has, fused ones as their parts
+            prefix = "transformer." if fmt == "peft" else "diffusion_model."
             rows = [r for r in rows if r["name"].startswith("unet.") and (r["aliases"] or r.get("parts"))]
-            placed = [r for r in rows if all(_target(key_map.get(lf.peft_key(arch, p))) in weights
-                                             for p in (lf.parts_of(arch, r) or [r]))]
+            placed = [r for r in rows if all(
+                _target(key_map.get(prefix + lf.peft_key(arch, p).split(".", 1)[1])) in weights
+                for p in (lf.parts_of(arch, r) or [r]))]
             unmapped, rows = len(rows) - len(placed), placed
+            if not rows:  # the host maps no module of this naming: nothing to load
+                print(json.dumps({"arch": arch, "format": fmt, "detected": _detected(model), "modules": 0,
+                                  "host_unmapped": unmapped}), flush=True)
+                continue
         stem = f"{arch}_{fmt}"
         c_path, s_path = tmp / f"{stem}_c.safetensors", tmp / f"{stem}_s.safetensors"
         lf.make_lora(c_path, arch, rows, fmt="kohya" if fmt == "written" else fmt, rank=1, seed=1,
@@ -132,7 +223,11 @@ def main() -> None:
         patches_c, patches_s = comfy_patches(sd_c, key_map), comfy_patches(sd_s, key_map)
         cp = project_patches(patches_c, sd_c, content, downs)
         targets = {_target(k) for k in cp.patches}
-        print(json.dumps({"arch": arch, "format": fmt, "detected": arch_of(model), "modules": len(rows),
+        extra = {}
+        if config is not None:
+            extra = dict(dit_layout(arch, model), comfy_config=type(config).__name__, te_width=te_width(clip.cond_stage_model),
+                         dims={k: config.unet_config.get(k) for k in DIMS["zimage" if arch == "zimage" else "flux2"]})
+        print(json.dumps({"arch": arch, "format": fmt, "detected": _detected(model), "modules": len(rows),
                           "file_modules": len({k.rsplit(".lora_", 1)[0] for k in sd_c if ".lora_" in k}),
                           "host_unmapped": unmapped, "canonical": len(content.modules),
                           "projected": len(cp.projected), "to_project": len(downs), "missed": cp.missed,
@@ -141,7 +236,39 @@ def main() -> None:
                           "off_model": sorted(t for t in targets if t not in weights)[:20],
                           "slices": sum(_sliced(k) for k in cp.patches),
                           "sliced_weights": len({k[0] for k in cp.patches if _sliced(k)}),
-                          "untiled": _untiled(cp.patches, shapes)[:20]}), flush=True)
+                          "untiled": _untiled(cp.patches, shapes)[:20],
+                          "misshaped": (_misshaped(cp.patches, shapes) + _misshaped(patches_s, shapes))[:20],
+                          **extra}), flush=True)
+
+
+def _detected(model) -> str:
+    """NP-LoRA's architecture of the ComfyUI model, or its refusal (``refused: <message>``)."""
+    from lib_nplora.comfy.models import arch_of
+    from lib_nplora.errors import ArchitectureError
+
+    try:
+        return arch_of(model)
+    except ArchitectureError as e:
+        return f"refused: {e}"
+
+
+def _misshaped(patches: dict, shapes: dict) -> list[str]:
+    """Patches whose factors do not fit what they land on: a LoRA adapter's up must have the rows
+    of its weight (or row slice), its down the weight's columns (kernel included); a weight the
+    model lacks is counted by ``off_model``."""
+    bad = []
+    for key, adapter in patches.items():
+        name = _target(key)
+        if name not in shapes or getattr(adapter, "name", None) != "lora":
+            continue
+        up, down = adapter.weights[0], adapter.weights[1]
+        rows = key[1][2] if _sliced(key) else shapes[name][0]
+        cols = 1
+        for n in shapes[name][1:]:
+            cols *= n
+        if up.shape[0] != rows or down[0].numel() != cols or up.shape[1] != down.shape[0]:
+            bad.append(f"{name} {tuple(up.shape)}x{tuple(down.shape)} on {shapes[name]}")
+    return sorted(bad)
 
 
 def _sliced(key) -> bool:

@@ -222,28 +222,46 @@ def test_comfyuis_real_key_maps_get_every_module_patched(tmp_path):
     """``comfyui_keymaps.py`` in ComfyUI's Python: ComfyUI's own SD1.5, SDXL, FLUX.1, Chroma and
     Qwen-Image models (meta tensors) and key maps, LoRAs on every module NP-LoRA's tables list, in
     kohya names, diffusers names (fused weights as parts) and the file NP-LoRA writes: the model
-    type is detected, ComfyUI loads every file key, every patch lands on a model weight, every
-    projected module is carried (none missed), and FLUX's / Chroma's fused qkv and linear1 are
-    patched on row slices that tile each weight exactly."""
+    type is detected, ComfyUI loads every file key, every patch lands on a model weight with
+    factors of its shape, every projected module is carried (none missed), and FLUX's / Chroma's
+    fused qkv and linear1 are patched on row slices that tile each weight exactly."""
     folder, python = _folders()
-    out = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "comfyui_keymaps.py"), str(ROOT), str(tmp_path)],
-                         cwd=folder, capture_output=True, text=True, timeout=1800,
+    rows = _keymap_rows(folder, python, tmp_path)
+    assert [(r["arch"], r["format"]) for r in rows] == list(KEYMAP_CASES)
+    _check_keymap_rows(rows)
+
+
+#: the rows ``comfyui_keymaps.py`` prints for the models every tested ComfyUI has
+KEYMAP_CASES = (("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"), ("flux", "peft"), ("chroma", "kohya"),
+                ("chroma", "peft"), ("chroma", "written"), ("qwenimage", "kohya"), ("qwenimage", "peft"),
+                ("qwenimage", "written"))
+#: and with ``dits``, for a ComfyUI with Z-Image and FLUX.2 configs
+DIT_KEYMAP_CASES = tuple((arch, fmt) for arch in ("zimage", "flux2", "flux2klein4b", "flux2klein9b")
+                         for fmt in ("kohya", "ldm", "peft", "ldm-peft", "written"))
+
+
+def _keymap_rows(folder: Path, python: Path, tmp_path: Path, *extra: str) -> list[dict]:
+    out = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "comfyui_keymaps.py"), str(ROOT), str(tmp_path),
+                          *extra], cwd=folder, capture_output=True, text=True, timeout=1800,
                          env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")))
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert [(r["arch"], r["format"]) for r in rows] == [
-        ("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"), ("flux", "peft"), ("chroma", "kohya"),
-        ("chroma", "peft"), ("chroma", "written"), ("qwenimage", "kohya"), ("qwenimage", "peft"),
-        ("qwenimage", "written")]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def _check_keymap_rows(rows: list[dict], label: str = "ComfyUI") -> None:
     for r in rows:
+        if r["modules"] == 0:  # a diffusers naming the host maps to no weight (reported, checked by the caller)
+            continue
         assert r["detected"] == r["arch"], r
         assert r["missed"] == [] and r["not_loaded"] == [] and r["off_model"] == [] and r["untiled"] == [], r
+        assert r["misshaped"] == [], r
         assert r["projected"] == r["to_project"] == r["canonical"] > 0, r
+        split = r["format"] in ("peft", "ldm-peft")
         assert r["patched_weights"] == r["style_weights"] == r["modules"] == r["file_modules"] > 0 \
-            or r["format"] == "peft" and r["patched_weights"] == r["style_weights"] == r["modules"] > 0, r
+            or split and r["patched_weights"] == r["style_weights"] == r["modules"] > 0, r
         # every table module in kohya naming and in the written file (only diffusers names may lack a map)
-        assert r["host_unmapped"] == 0 or r["format"] == "peft", r
-        report(f"ComfyUI key map {r['arch']} ({r['format']}): {r['modules']} table modules "
+        assert r["host_unmapped"] == 0 or split, r
+        report(f"{label} key map {r['arch']} ({r['format']}): {r['modules']} table modules "
                f"({r['file_modules']} in the file), {r['canonical']} projected, {r['patched_weights']} weights patched ({r['slices']} row slices of "
                f"{r['sliced_weights']} fused weights), none left out"
                + (f"; {r['host_unmapped']} diffusers-named modules ComfyUI maps to no weight" if r["host_unmapped"]
@@ -253,6 +271,57 @@ def test_comfyuis_real_key_maps_get_every_module_patched(tmp_path):
         for fmt in ("kohya", "peft") + (("written",) if arch == "chroma" else ()):
             assert by[arch, fmt]["slices"] >= 266 and by[arch, fmt]["sliced_weights"] >= 76, by[arch, fmt]
     assert by["qwenimage", "kohya"]["modules"] == 846 and by["chroma", "kohya"]["modules"] == 243
+
+
+def test_a_newer_comfyuis_dit_models_load_every_module_of_the_files(tmp_path):
+    """The same in a ComfyUI with Z-Image and FLUX.2 configs (``NPLORA_COMFYUI_NEW``, a checkout,
+    and ``NPLORA_COMFYUI_NEW_PYTHON``; 783545f6, v0.33.0; no checkpoint needed): the rows above,
+    then Z-Image, FLUX.2-dev, FLUX.2-klein 4B and 9B as ComfyUI's own detection builds them from a
+    meta checkpoint with the table's weights. ComfyUI picks its ``ZImage`` / ``Flux2`` config,
+    its class has exactly the table's weights and shapes, the dimensions it derives are the
+    table's generator config, its text encoder's feature width is the DiT's text input, NP-LoRA
+    tells the four apart, and the kohya, ComfyUI-dotted, diffusers and written files load with
+    every key used and every patch fitting its weight."""
+    folder, python = os.environ.get("NPLORA_COMFYUI_NEW"), os.environ.get("NPLORA_COMFYUI_NEW_PYTHON")
+    if not folder or not python:
+        pytest.skip("NPLORA_COMFYUI_NEW and NPLORA_COMFYUI_NEW_PYTHON are not set: no newer ComfyUI to test against")
+    folder, python = Path(folder), Path(python)
+    models_py = folder / "comfy" / "supported_models.py"
+    if not models_py.is_file() or not python.exists():
+        pytest.skip(f"NPLORA_COMFYUI_NEW={folder} is not a ComfyUI checkout, or no Python at {python}")
+    if not all(c in models_py.read_text() for c in ("class ZImage(", "class Flux2(")):
+        pytest.skip(f"the ComfyUI at {folder} has no Z-Image / FLUX.2 model config")
+    rows = _keymap_rows(folder, python, tmp_path, "dits")
+    assert [(r["arch"], r["format"]) for r in rows] == list(KEYMAP_CASES + DIT_KEYMAP_CASES)
+    _check_keymap_rows(rows, "newer ComfyUI")
+    for r in rows[len(KEYMAP_CASES):]:
+        arch, fmt = r["arch"], r["format"]
+        assert r["detected"] == arch, r
+        if r["modules"] == 0:
+            assert fmt == "ldm-peft" and arch != "zimage", r  # ComfyUI maps Z-Image's under diffusion_model.
+            report(f"newer ComfyUI key map {arch} ({fmt}): none of the {r['host_unmapped']} modules mapped")
+            continue
+        config = json.loads((ROOT / "lib_nplora" / "arch" / "tables" / f"{arch}.json").read_text())["config"]
+        assert r["layout_bad"] == [] and r["layout_extra"] == [], r
+        if arch == "zimage":
+            assert r["comfy_config"] == "ZImage" and r["host_unmapped"] == 0, r
+            assert r["dims"] == dict(r["dims"], **{k: config[k] for k in ("dim", "n_heads", "n_kv_heads", "n_layers",
+                                                                           "cap_feat_dim")}), r
+            assert r["te_width"] == config["cap_feat_dim"], r
+        else:
+            assert r["comfy_config"] == "Flux2", r
+            assert r["dims"] == dict(r["dims"], hidden_size=config["num_attention_heads"] * config["attention_head_dim"],
+                                     num_heads=config["num_attention_heads"], depth=config["num_layers"],
+                                     depth_single_blocks=config["num_single_layers"],
+                                     context_in_dim=config["joint_attention_dim"], mlp_ratio=config["mlp_ratio"],
+                                     guidance_embed=config["guidance_embeds"], in_channels=config["in_channels"]), r
+            assert r["te_width"] == config["joint_attention_dim"], r
+        if fmt in ("kohya", "written"):
+            assert r["modules"] == r["layout_weights"], r
+    by = {(r["arch"], r["format"]): r for r in rows}
+    # fused qkv as parts: Z-Image 34 x 3, FLUX.2-dev / klein 9B 8 double blocks x 2 x 3, klein 4B 5 x 2 x 3
+    for arch, slices in (("zimage", 102), ("flux2", 48), ("flux2klein4b", 30), ("flux2klein9b", 48)):
+        assert by[arch, "written"]["slices"] == by[arch, "kohya"]["slices"] == slices, by[arch, "written"]
 
 
 def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):

@@ -3,7 +3,9 @@ model's ``model.model_config`` is an instance of one): ``SD15``, ``SD20``, ``SDX
 ``FluxSchnell(Flux)``, ``Chroma`` and ``ChromaRadiance(Chroma)``, ``QwenImage``, ``SDXLRefiner``
 and ``Lumina2`` (no NP-LoRA table), with the real module's inheritance (in the real module every
 one of them derives from ``supported_models_base.BASE``; ``Chroma`` and ``QwenImage`` are not
-``Flux`` subclasses)."""
+``Flux`` subclasses); from later revisions (783545f6) ``Flux2(Flux)``, holding the ``unet_config``
+its detection derived (FLUX.2-dev and klein alike), ``ZImage(Lumina2)`` and
+``ZImagePixelSpace(ZImage)``."""
 
 
 class SD15:
@@ -44,3 +46,16 @@ class QwenImage:
 
 class Lumina2:
     pass
+
+
+class ZImage(Lumina2):
+    pass
+
+
+class ZImagePixelSpace(ZImage):
+    pass
+
+
+class Flux2(Flux):
+    def __init__(self, unet_config=None):
+        self.unet_config = dict(unet_config or {})
