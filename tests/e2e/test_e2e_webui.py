@@ -231,10 +231,9 @@ def test_seconds_per_image_tag_vs_stacked(webui):
             one(webui, prompt)
             times[name] += [one(webui, prompt)[2] for _ in range(2)]
     ratio = np.median(times["tag"]) / np.median(times["both LoRAs stacked"])
+    parts = ", ".join(f"{name} {np.median(t):.2f} ({' '.join(f'{x:.2f}' for x in t)})" for name, t in times.items())
     report(f"{webui.host}: seconds per 64x64 3-step image (median of {2 * rounds}, after a first image per setup): "
-           + ", ".join(
-        f"{name} {np.median(t):.2f} ({' '.join(f'{x:.2f}' for x in t)})" for name, t in times.items())
-        + f"; cached tag / stacked = {ratio:.3f}")
+           f"{parts}; cached tag / stacked = {ratio:.3f}")
 
 
 def test_img2img_uses_the_fusion_and_restores(webui, shots):
