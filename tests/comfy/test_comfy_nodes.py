@@ -128,16 +128,80 @@ def test_comfyuis_flux2_model_type_selects_the_size_by_its_hidden_size(hidden, a
         arch_of(model)
 
 
-@pytest.mark.parametrize("config", ["ChromaRadiance", "Lumina2", "ZImagePixelSpace"])
-def test_a_chroma_radiance_or_lumina_model_is_refused_by_name(config):
+@pytest.mark.parametrize("config", ["ChromaRadiance", "ZImagePixelSpace", "HiDreamO1", "Hunyuan3Dv2"])
+def test_a_chroma_radiance_or_other_model_type_is_refused_by_name(config):
     from comfy import supported_models
 
     from lib_nplora.comfy.models import arch_of
 
     model, _ = build("sd1", [])
     model.model.model_config = getattr(supported_models, config)()
-    with pytest.raises(ArchitectureError, match=config):
+    with pytest.raises(ArchitectureError, match=config) as e:
         arch_of(model)
+    assert "Lumina-Image-2.0, Wan 2.1 / 2.2, HiDream-I1, SD3.5" in e.value.hint
+
+
+#: every Wan config class of ComfyUI a125cd84 and 783545f6 (all derive from WAN21_T2V)
+WAN_CONFIGS = ("WAN21_T2V", "WAN21_I2V", "WAN21_FunControl2V", "WAN21_Camera", "WAN22_Camera", "WAN21_Vace",
+               "WAN21_HuMo", "WAN22_S2V", "WAN22_Animate", "WAN22_T2V", "WAN21_CausalAR_T2V", "WAN_Animate2",
+               "WAN21_FlowRVS", "WAN21_SCAIL", "WAN21_SCAIL2", "WAN22_WanDancer")
+
+
+@pytest.mark.parametrize("config", WAN_CONFIGS)
+@pytest.mark.parametrize("dim, arch", [(5120, "wan14b"), (3072, "wan5b"), (1536, "wan1b")])
+def test_every_comfyui_wan_model_type_selects_the_size_by_its_dim(config, dim, arch):
+    """ComfyUI's Wan configs hold all sizes; the ``dim`` its detection read picks the table, and a
+    size NP-LoRA has no table for is refused naming the model type and the size."""
+    from comfy import supported_models
+
+    from lib_nplora.comfy.models import arch_of
+
+    model, _ = build("sd1", [])
+    model.model.model_config = getattr(supported_models, config)({"image_model": "wan2.1", "dim": dim})
+    assert arch_of(model) == arch
+    model.model.model_config = getattr(supported_models, config)({"image_model": "wan2.1", "dim": 2048})
+    with pytest.raises(ArchitectureError, match=f"Wan model \\({config}\\) of hidden size 2048") as e:
+        arch_of(model)
+    assert "14B (5120)" in e.value.hint and "1.3B (1536)" in e.value.hint
+
+
+@pytest.mark.parametrize("unet, arch", [({"depth": 38, "x_block_self_attn_layers": []}, "sd35l"),
+                                        ({"depth": 24, "x_block_self_attn_layers": list(range(13))}, "sd35m"),
+                                        ({"depth": 24, "x_block_self_attn_layers": []}, "sd35m")])
+def test_comfyuis_sd3_model_type_selects_large_or_medium_by_its_depth(unet, arch):
+    """SD3.5 Large (depth 38), SD3.5 Medium (24, MMDiT-X) and SD3 Medium (24, no second attention:
+    a subset of the Medium table with its shapes); another depth is refused naming it."""
+    from comfy import supported_models
+
+    from lib_nplora.comfy.models import arch_of
+
+    model, _ = build("sd1", [])
+    model.model.model_config = supported_models.SD3(unet)
+    assert arch_of(model) == arch
+    model.model.model_config = supported_models.SD3({"depth": 18})
+    with pytest.raises(ArchitectureError, match="SD3 model \\(SD3\\) of depth 18") as e:
+        arch_of(model)
+    assert "SD3.5 Large (38)" in e.value.hint
+
+
+def test_comfyuis_lumina2_and_hidream_model_types_select_their_tables():
+    """``Lumina2`` with Lumina-Image-2.0's caption width is ``lumina2`` (its subclass ``ZImage``
+    stays Z-Image); another width (NewBie's Gemma-3, a Z-Image checkpoint in a ComfyUI without
+    ``ZImage``) is refused naming it; ``HiDream`` is ``hidream``."""
+    from comfy import supported_models
+
+    from lib_nplora.comfy.models import arch_of
+
+    model, _ = build("sd1", [])
+    model.model.model_config = supported_models.Lumina2({"image_model": "lumina2", "dim": 2304, "cap_feat_dim": 2304})
+    assert arch_of(model) == "lumina2"
+    model.model.model_config = supported_models.ZImage({"image_model": "lumina2", "dim": 3840, "cap_feat_dim": 2560})
+    assert arch_of(model) == "zimage"
+    model.model.model_config = supported_models.Lumina2({"image_model": "lumina2", "dim": 2304, "cap_feat_dim": 2560})
+    with pytest.raises(ArchitectureError, match="Lumina2 model \\(Lumina2\\) of caption width 2560"):
+        arch_of(model)
+    model.model.model_config = supported_models.HiDream({"image_model": "hidream"})
+    assert arch_of(model) == "hidream"
 
 
 def test_a_qwen_image_pair_is_loaded_on_a_qwen_image_model(loras):
