@@ -21,8 +21,10 @@ keep the base blocks' names and shapes and add modules of their own (VACE blocks
 adapters, ...), which the tables lack: a file training those is refused naming the module.
 ``SD3`` holds SD3 Medium and SD3.5 Large / Medium; ``unet_config["depth"]`` (hidden / 64) picks
 the table: 38 Large, 24 Medium. SD3 Medium (3.0) has depth 24 without the MMDiT-X second
-attention (``x_block_self_attn_layers`` empty): its weights are a subset of the ``sd35m`` table
-with the same shapes, so its LoRAs read with it. ``HiDream`` is HiDream-I1 (Full, Dev, Fast);
+attention (``x_block_self_attn_layers`` empty), and without it the modulation of blocks 0-12
+(``x_block.adaLN_modulation.1``) has 6 x 1536 rows, not the ``sd35m`` table's 9 x 1536: not a
+subset of the table, so it is refused (an SD3.5 Medium pair would patch it misshaped).
+``HiDream`` is HiDream-I1 (Full, Dev, Fast);
 783545f6's ``HiDreamO1`` is another model (its own class, refused).
 
 Checked against 783545f6 (v0.33.0), which adds Z-Image and FLUX.2: ``ZImage(Lumina2)`` (and
@@ -47,8 +49,7 @@ SIZES = {"flux2": ("Flux2", "hidden_size", {6144: "flux2", 3072: "flux2klein4b",
                    "FLUX.2-dev (6144) and FLUX.2-klein 4B (3072) / 9B (4096)"),
          "wan": ("Wan", "dim", {5120: "wan14b", 3072: "wan5b", 1536: "wan1b"},
                  "Wan 2.1 / 2.2 14B (5120), Wan 2.2 TI2V 5B (3072) and Wan 2.1 1.3B (1536)"),
-         "sd3": ("SD3", "depth", {38: "sd35l", 24: "sd35m"},
-                 "SD3.5 Large (38) and SD3.5 / SD3 Medium (24)"),
+         "sd3": ("SD3", "depth", {38: "sd35l", 24: "sd35m"}, "SD3.5 Large (38) and SD3.5 Medium (24, MMDiT-X)"),
          "lumina2": ("Lumina2", "cap_feat_dim", {2304: "lumina2"},
                      "Lumina-Image-2.0 / Neta-Lumina (Gemma-2 captions, 2304)")}
 #: FLUX.2 family: ComfyUI's ``Flux2`` config holds all three; its detected hidden size tells them apart
@@ -76,8 +77,8 @@ def arch_of(model) -> str:
     supported = ", ".join(k for k, v in CONFIG_ARCH.items() if v)
     raise ArchitectureError(f"NP-LoRA has no module table for ComfyUI's model type {type(config).__name__}",
                             hint=f"Use an SD1.5, SD2, SDXL, FLUX.1, Chroma, Qwen-Image, Z-Image, FLUX.2-dev, "
-                                 f"FLUX.2-klein 4B / 9B, Lumina-Image-2.0, Wan 2.1 / 2.2, HiDream-I1, SD3.5 "
-                                 f"Large / Medium or SD3 Medium model ({supported})")
+                                 f"FLUX.2-klein 4B / 9B, Lumina-Image-2.0, Wan 2.1 / 2.2, HiDream-I1 or "
+                                 f"SD3.5 Large / Medium model ({supported})")
 
 
 def _sized(family: str, config) -> str:
@@ -86,5 +87,10 @@ def _sized(family: str, config) -> str:
     if size not in by_size:
         raise ArchitectureError(f"NP-LoRA has no module table for a ComfyUI {label} model "
                                 f"({type(config).__name__}) of {_FIELD_WORDS[field]} {size}",
+                                hint=f"NP-LoRA reads {what}")
+    if family == "sd3" and size == 24 and not config.unet_config.get("x_block_self_attn_layers"):
+        raise ArchitectureError("NP-LoRA has no module table for ComfyUI's SD3 Medium (3.0) model (SD3, depth 24 "
+                                "without SD3.5's second attention): the modulation of its blocks 0-12 "
+                                "(x_block.adaLN_modulation.1) has 9216 rows where SD3.5 Medium's has 13824",
                                 hint=f"NP-LoRA reads {what}")
     return by_size[size]

@@ -138,7 +138,7 @@ def test_a_chroma_radiance_or_other_model_type_is_refused_by_name(config):
     model.model.model_config = getattr(supported_models, config)()
     with pytest.raises(ArchitectureError, match=config) as e:
         arch_of(model)
-    assert "Lumina-Image-2.0, Wan 2.1 / 2.2, HiDream-I1, SD3.5" in e.value.hint
+    assert "Lumina-Image-2.0, Wan 2.1 / 2.2, HiDream-I1 or SD3.5" in e.value.hint
 
 
 #: every Wan config class of ComfyUI a125cd84 and 783545f6 (all derive from WAN21_T2V)
@@ -166,11 +166,11 @@ def test_every_comfyui_wan_model_type_selects_the_size_by_its_dim(config, dim, a
 
 
 @pytest.mark.parametrize("unet, arch", [({"depth": 38, "x_block_self_attn_layers": []}, "sd35l"),
-                                        ({"depth": 24, "x_block_self_attn_layers": list(range(13))}, "sd35m"),
-                                        ({"depth": 24, "x_block_self_attn_layers": []}, "sd35m")])
+                                        ({"depth": 24, "x_block_self_attn_layers": list(range(13))}, "sd35m")])
 def test_comfyuis_sd3_model_type_selects_large_or_medium_by_its_depth(unet, arch):
-    """SD3.5 Large (depth 38), SD3.5 Medium (24, MMDiT-X) and SD3 Medium (24, no second attention:
-    a subset of the Medium table with its shapes); another depth is refused naming it."""
+    """SD3.5 Large (depth 38) and SD3.5 Medium (24, MMDiT-X); another depth is refused naming it,
+    and SD3 Medium (3.0: depth 24 without the second attention, whose blocks 0-12 modulation has
+    other rows than the SD3.5 Medium table's) is refused naming the shapes."""
     from comfy import supported_models
 
     from lib_nplora.comfy.models import arch_of
@@ -182,6 +182,9 @@ def test_comfyuis_sd3_model_type_selects_large_or_medium_by_its_depth(unet, arch
     with pytest.raises(ArchitectureError, match="SD3 model \\(SD3\\) of depth 18") as e:
         arch_of(model)
     assert "SD3.5 Large (38)" in e.value.hint
+    model.model.model_config = supported_models.SD3({"depth": 24, "x_block_self_attn_layers": []})
+    with pytest.raises(ArchitectureError, match="SD3 Medium \\(3.0\\).*9216 rows where SD3.5 Medium's has 13824"):
+        arch_of(model)
 
 
 def test_comfyuis_lumina2_and_hidream_model_types_select_their_tables():

@@ -84,10 +84,61 @@ DIT_CASES = tuple((arch, fmt) for arch in DITS for fmt in ("kohya", "ldm", "peft
 DETECTION_KEYS = {"zimage": {"noise_refiner.0.attention.k_norm.weight": (128,), "cap_pad_token": (1, 3840),
                              "x_pad_token": (1, 3840)},
                   "flux2": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)}}
+#: the DiTs both ComfyUIs (a125cd84 and 783545f6) have configs for, run with ``more``
+MORE = ("lumina2", "wan14b", "wan5b", "wan1b", "hidream", "sd35l", "sd35m")
+MORE_CASES = tuple((arch, fmt) for arch in MORE for fmt in ("kohya", "ldm", "peft", "ldm-peft", "written"))
+
+
+def _wan_keys(dim: int, in_dim: int, image: bool = False, **extra) -> dict:
+    """What Wan's detection reads besides the table's weights: ``head.modulation`` (a parameter:
+    the hidden size), ``patch_embedding`` (Conv3d, not a LoRA target: the input channels), the
+    image projection's first LayerNorm (``img_emb.proj.0``: I2V) and a variant's marker keys."""
+    keys = {"head.modulation": (1, 2, dim), "patch_embedding.weight": (dim, in_dim, 1, 2, 2)}
+    if image:
+        keys["img_emb.proj.0.bias"] = (1280,)
+    return dict(keys, **extra)
+
+
+DETECTION_KEYS.update({
+    # 783545f6's Lumina 2 branch needs the refiner's k_norm (head dim 2304 / 24); a125cd84's only cap_embedder.1
+    "lumina2": {"noise_refiner.0.attention.k_norm.weight": (96,)},
+    "wan14b": _wan_keys(5120, 36, image=True), "wan5b": _wan_keys(3072, 48), "wan1b": _wan_keys(1536, 16),
+    "hidream": {},
+    # the MMDiT branch reads pos_embed (max size) and the context block's ln_q (RMS qk-norm, as SD3.5 has)
+    "sd35l": {"pos_embed": (1, 192 * 192, 2432), "joint_blocks.0.context_block.attn.ln_q.weight": (64,)},
+    "sd35m": {"pos_embed": (1, 384 * 384, 1536), "joint_blocks.0.context_block.attn.ln_q.weight": (64,)}})
+#: the I2V-only modules of the ``wan14b`` table (its superset: T2V models lack them)
+WAN_IMAGE = (".cross_attn.k_img", ".cross_attn.v_img", "img_emb.")
+#: variants of those models, run with ``more`` (kohya files of the table modules the variant's
+#: class has with the table's shape): arch, variant -> (table modules left out, detection keys
+#: instead of the arch's). The variants' own modules (VACE blocks, adapters) have no table.
+VARIANTS = {
+    ("wan14b", "t2v"): (WAN_IMAGE, _wan_keys(5120, 16)),  # Wan2.1-T2V-14B, Wan2.2-T2V-A14B
+    ("wan14b", "i2v-a14b"): (WAN_IMAGE, _wan_keys(5120, 36)),  # Wan2.2-I2V-A14B: no CLIP image input
+    ("wan14b", "vace"): (WAN_IMAGE, _wan_keys(5120, 16, **{"vace_patch_embedding.weight": (5120, 96, 1, 2, 2)},
+                                              **{f"vace_blocks.{i}.after_proj.weight": (5120, 5120) for i in range(8)})),
+    ("wan14b", "camera"): ((), _wan_keys(5120, 32, image=True, **{"control_adapter.conv.weight": (5120, 1536, 2, 2)})),
+    ("wan14b", "s2v"): (WAN_IMAGE, _wan_keys(5120, 16, **{"casual_audio_encoder.encoder.final_linear.weight": (1, 1)})),
+    ("wan14b", "humo"): (WAN_IMAGE, _wan_keys(5120, 36, **{"audio_proj.audio_proj_glob_1.layer.bias": (1,)})),
+    ("wan14b", "animate"): ((), _wan_keys(5120, 36, image=True, **{"face_adapter.fuser_blocks.0.k_norm.weight": (1,)})),
+    ("wan1b", "vace"): ((), _wan_keys(1536, 16, **{"vace_patch_embedding.weight": (1536, 96, 1, 2, 2)},
+                                      **{f"vace_blocks.{i}.after_proj.weight": (1536, 1536) for i in range(15)})),
+    ("wan1b", "i2v"): ((), _wan_keys(1536, 36, image=True)),  # Wan2.1-Fun-1.3B-InP: image cross-attention
+    ("sd35m", "sd3-medium"): ((".attn2.",), {"pos_embed": (1, 192 * 192, 1536)}),  # SD3 Medium: no attn2, no qk-norm
+}
+VARIANT_CASES = tuple((arch, "kohya", variant) for arch, variant in VARIANTS)
 #: the dimensions of ComfyUI's derived unet_config reported per DiT
 DIMS = {"zimage": ("dim", "n_heads", "n_kv_heads", "n_layers", "cap_feat_dim", "ffn_dim_multiplier"),
         "flux2": ("hidden_size", "num_heads", "depth", "depth_single_blocks", "context_in_dim", "mlp_ratio",
-                  "guidance_embed", "in_channels")}
+                  "guidance_embed", "in_channels"),
+        "lumina2": ("dim", "cap_feat_dim", "n_layers", "n_heads", "n_kv_heads"),
+        "wan": ("dim", "ffn_dim", "num_layers", "num_heads", "in_dim", "out_dim", "model_type"),
+        "hidream": ("num_layers", "num_single_layers", "num_attention_heads", "num_routed_experts"),
+        "sd3": ("depth", "adm_in_channels", "pos_embed_max_size", "x_block_self_attn_layers", "qk_norm")}
+#: architecture -> its DIMS / DETECTION_KEYS family
+FAMILY = {"zimage": "zimage", "flux2": "flux2", "flux2klein4b": "flux2", "flux2klein9b": "flux2",
+          "lumina2": "lumina2", "wan14b": "wan", "wan5b": "wan", "wan1b": "wan", "hidream": "hidream",
+          "sd35l": "sd3", "sd35m": "sd3"}
 
 
 class Patcher:
@@ -98,7 +149,7 @@ class Patcher:
 
 
 def models(arch: str):
-    if arch in DITS:
+    if arch in DITS or arch in MORE:
         return dit_models(arch)[:2]
     import comfy.supported_models as sm
 
@@ -120,23 +171,33 @@ def models(arch: str):
     return Patcher(model=model), Patcher(cond=cond)
 
 
-def dit_models(arch: str):
+def dit_models(arch: str, variant: str | None = None):
     """ComfyUI's model of a DiT as its detection builds it from a checkpoint with the table's
-    weights, and its text encoder for that model (the config's ``clip_target`` picks it from the
+    weights (less what ``VARIANTS`` leaves out, plus ``DETECTION_KEYS`` or the variant's keys),
+    and its text encoder for that model (the config's ``clip_target`` picks it from the
     checkpoint's text-encoder keys, so FLUX.2's are built by name: Mistral 3 24B for the dev
-    model, Qwen3-4B / -8B for klein 4B / 9B, as its ``Flux2.clip_target`` pairs them)."""
+    model, Qwen3-4B / -8B for klein 4B / 9B, as its ``Flux2.clip_target`` pairs them; SD3's and
+    HiDream's with all their encoders, as a full checkpoint has them)."""
     import comfy.model_detection
     import comfy.text_encoders.flux as te_flux
+    import comfy.text_encoders.hidream as te_hidream
+    import comfy.text_encoders.sd3_clip as te_sd3
     import lora_factory as lf
 
-    family = "zimage" if arch == "zimage" else "flux2"
+    family = "zimage" if arch == "zimage" else "flux2" if arch in DITS else arch
+    left_out, keys = VARIANTS[arch, variant] if variant else ((), DETECTION_KEYS[family])
     sd = {r["name"].split(".", 1)[1] + ".weight": torch.empty(r["shape"], device="meta")
-          for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]}
-    sd.update({k: torch.empty(shape, device="meta") for k, shape in DETECTION_KEYS[family].items()})
+          for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
+          and not any(p in r["name"] for p in left_out)}
+    sd.update({k: torch.empty(shape, device="meta") for k, shape in keys.items()})
     config = comfy.model_detection.model_config_from_unet(sd, "")
+    if config is None:
+        raise RuntimeError(f"ComfyUI's detection found no model in the {arch} {variant or ''} checkpoint")
     model = config.get_model({}, device="meta")
-    te = {"zimage": None, "flux2": te_flux.flux2_te(), "flux2klein4b": te_flux.klein_te(model_type="qwen3_4b"),
-          "flux2klein9b": te_flux.klein_te(model_type="qwen3_8b")}[arch] or config.clip_target().clip
+    te = {"flux2": lambda: te_flux.flux2_te(), "flux2klein4b": lambda: te_flux.klein_te(model_type="qwen3_4b"),
+          "flux2klein9b": lambda: te_flux.klein_te(model_type="qwen3_8b"), "sd35l": te_sd3.sd3_clip,
+          "sd35m": te_sd3.sd3_clip, "hidream": te_hidream.hidream_clip}.get(arch)
+    te = te() if te else config.clip_target().clip
     cond = te(device="meta", dtype=torch.float16)
     return Patcher(model=model), Patcher(cond=cond), config
 
@@ -150,20 +211,28 @@ def te_width(cond) -> int:
     return n * inner.transformer.model.config.hidden_size
 
 
-def dit_layout(arch: str, model) -> dict:
-    """Table vs ComfyUI's class: table weights missing or of another shape, class 2-D weights not in the table."""
+def dit_layout(arch: str, model, left_out=()) -> dict:
+    """Table vs ComfyUI's class: table weights missing or of another shape (``layout_absent``:
+    missing, of the modules a variant leaves out), class 2-D weights not in the table
+    (``layout_extra``: the first 20; ``extra_kinds``: all, block numbers as ``N``)."""
+    import re
+
     import lora_factory as lf
 
     table = {r["name"].split(".", 1)[1]: list(r["shape"]) for r in lf.table(arch)
              if r["name"].startswith("unet.") and ":" not in r["name"]}
     have = {k[len("diffusion_model."):-len(".weight")]: list(v.shape) for k, v in model.model.state_dict().items()
-            if k.startswith("diffusion_model.") and k.endswith(".weight") and v.dim() in (2, 4)}
-    return {"layout_bad": sorted(p for p, shape in table.items() if have.get(p) != shape)[:20],
-            "layout_extra": sorted(set(have) - set(table))[:20], "layout_weights": len(table)}
+            if k.startswith("diffusion_model.") and k.endswith(".weight") and v.dim() in (2, 4, 5)}
+    gone = {p for p in table if p not in have and any(x in "unet." + p for x in left_out)}
+    extra = sorted(set(have) - set(table))
+    return {"layout_bad": sorted(p for p, shape in table.items() if have.get(p) != shape and p not in gone)[:20],
+            "layout_absent": len(gone), "layout_extra": extra[:20],
+            "extra_kinds": sorted({re.sub(r"\.\d+(?=\.|$)", ".N", p) for p in extra}),
+            "layout_weights": len(table) - len(gone)}
 
 
 def main() -> None:
-    root, tmp, dits = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:4] == ["dits"]
+    root, tmp, modes = Path(sys.argv[1]), Path(sys.argv[2]), set(sys.argv[3:])
     sys.path[:0] = [os.getcwd(), str(root), str(root / "tests")]  # ComfyUI's folder first
     import comfy.options
 
@@ -183,15 +252,25 @@ def main() -> None:
     handler.emit = lambda record: missing.append(record.getMessage()) if "not loaded" in record.getMessage() else None
     logging.getLogger().addHandler(handler)
     built: dict = {}
-    cases = CASES + (DIT_CASES if dits else ())
-    for arch, fmt in cases:
-        if arch not in built:  # one architecture's meta models at a time
-            built = {arch: dit_models(arch) if arch in DITS else models(arch) + (None,)}
-        model, clip, config = built[arch]
+    cases = CASES + ((MORE_CASES + VARIANT_CASES) if "more" in modes else ()) + (DIT_CASES if "dits" in modes else ())
+    for case in cases:
+        arch, fmt, variant = (case + (None,))[:3]
+        left_out = VARIANTS[arch, variant][0] if variant else ()
+        if (arch, variant) not in built:  # one architecture's meta models at a time
+            try:
+                built = {(arch, variant): dit_models(arch, variant) if arch in DITS + MORE
+                         else models(arch) + (None,)}
+            except Exception as e:  # a variant this ComfyUI cannot build: one row saying why
+                print(json.dumps({"arch": arch, "format": fmt, "variant": variant, "modules": 0,
+                                  "error": f"{type(e).__name__}: {e}"[:300]}), flush=True)
+                built = {}
+                continue
+        model, clip, config = built[arch, variant]
         key_map = lora_key_map(model, clip)
         shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items()}
         weights = set(shapes) | set(clip.cond_stage_model.state_dict())
-        rows = [r for r in lf.table(arch) if ":" not in r["name"] and r["kind"] != "norm"]
+        rows = [r for r in lf.table(arch) if ":" not in r["name"] and r["kind"] != "norm"
+                and not any(p in r["name"] for p in left_out)]
         unmapped = 0
         if fmt in ("peft", "ldm-peft"):  # diffusers names: the modules diffusers has, fused ones as their parts
             prefix = "transformer." if fmt == "peft" else "diffusion_model."
@@ -199,12 +278,15 @@ def main() -> None:
             placed = [r for r in rows if all(
                 _target(key_map.get(prefix + lf.peft_key(arch, p).split(".", 1)[1])) in weights
                 for p in (lf.parts_of(arch, r) or [r]))]
+            off = [r for r in rows if r not in placed]  # an example of a name ComfyUI maps to no weight
+            example = prefix + lf.peft_key(arch, (lf.parts_of(arch, off[0]) or off)[0]).split(".", 1)[1] if off else None
             unmapped, rows = len(rows) - len(placed), placed
             if not rows:  # the host maps no module of this naming: nothing to load
-                print(json.dumps({"arch": arch, "format": fmt, "detected": _detected(model), "modules": 0,
-                                  "host_unmapped": unmapped}), flush=True)
+                print(json.dumps({"arch": arch, "format": fmt, "variant": variant, "detected": _detected(model),
+                                  "modules": 0, "host_unmapped": unmapped,
+                                  "unmapped_example": example}), flush=True)
                 continue
-        stem = f"{arch}_{fmt}"
+        stem = f"{arch}_{fmt}_{variant}" if variant else f"{arch}_{fmt}"
         c_path, s_path = tmp / f"{stem}_c.safetensors", tmp / f"{stem}_s.safetensors"
         lf.make_lora(c_path, arch, rows, fmt="kohya" if fmt == "written" else fmt, rank=1, seed=1,
                      dtype=torch.float16)
@@ -225,9 +307,14 @@ def main() -> None:
         targets = {_target(k) for k in cp.patches}
         extra = {}
         if config is not None:
-            extra = dict(dit_layout(arch, model), comfy_config=type(config).__name__, te_width=te_width(clip.cond_stage_model),
-                         dims={k: config.unet_config.get(k) for k in DIMS["zimage" if arch == "zimage" else "flux2"]})
-        print(json.dumps({"arch": arch, "format": fmt, "detected": _detected(model), "modules": len(rows),
+            extra = dict(dit_layout(arch, model, left_out), comfy_config=type(config).__name__,
+                         dims={k: config.unet_config.get(k) for k in DIMS[FAMILY[arch]]})
+            if arch in DITS:
+                extra["te_width"] = te_width(clip.cond_stage_model)
+        if fmt in ("peft", "ldm-peft") and unmapped:
+            extra["unmapped_example"] = example
+        print(json.dumps({"arch": arch, "format": fmt, "variant": variant, "detected": _detected(model),
+                          "modules": len(rows),
                           "file_modules": len({k.rsplit(".lora_", 1)[0] for k in sd_c if ".lora_" in k}),
                           "host_unmapped": unmapped, "canonical": len(content.modules),
                           "projected": len(cp.projected), "to_project": len(downs), "missed": cp.missed,
