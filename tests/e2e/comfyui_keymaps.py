@@ -1,5 +1,5 @@
 """Run by ``test_e2e_comfyui.py`` with ComfyUI's Python, in the ComfyUI folder: the node pack's
-patching against ComfyUI's real key maps of SD1.5, SDXL, FLUX.1, Chroma and Qwen-Image.
+patching against ComfyUI's real key maps of SD1.5, SDXL, FLUX.1, Chroma and Qwen-Image (and more, below).
 
 For each architecture it builds ComfyUI's own model (``comfy.supported_models.<config>.get_model``)
 and text-encoder model (the config's ``clip_target``) on the ``meta`` device (keys and shapes, no
@@ -8,8 +8,16 @@ memory), writes a content and a style LoRA with a module on every weight NP-LoRA
 ``model_lora_keys_unet`` / ``model_lora_keys_clip``), ``comfy_patches`` (its ``load_lora``), the
 engine's projection and ``project_patches``. Prints one JSON line per (architecture, format).
 
-With ``dits`` as the third argument (a ComfyUI with Z-Image and FLUX.2 configs: Comfy-Org 0.33.0,
-783545f6; 0.3.64 has neither) it runs, after those, the DiTs ``DIT_CASES``: Z-Image, FLUX.2-dev,
+With ``more`` (both a125cd84 and 783545f6 have their configs) it runs, after those, ``MORE_CASES``:
+Lumina-Image-2.0, Wan 14B / 5B / 1.3B, HiDream-I1, SD3.5 Large / Medium, built the same way as the
+DiTs below (Wan's detection also reads ``head.modulation`` and the Conv3d ``patch_embedding``,
+SD3's ``pos_embed`` and ``ln_q``: ``DETECTION_KEYS``), then ``VARIANT_CASES``: Wan T2V-14B,
+Wan 2.2 I2V-A14B, VACE, camera, S2V, HuMo, Animate (14B), VACE and Fun-InP (1.3B) and SD3 Medium
+(3.0), each from the table's weights less those it lacks plus its detection marker keys
+(``VARIANTS``), a kohya file of the table modules it has (``extra_kinds``: the class's weights
+beyond the table, block numbers ``N``). With ``dits`` (a ComfyUI with Z-Image and FLUX.2
+configs: Comfy-Org 0.33.0, 783545f6; 0.3.64 has neither) it runs, after those, the DiTs
+``DIT_CASES``: Z-Image, FLUX.2-dev,
 FLUX.2-klein 4B and 9B. Their ComfyUI model comes from ComfyUI's own detection
 (``comfy.model_detection.model_config_from_unet``) of a meta state dict holding NP-LoRA's table
 weights under their original paths plus the few norm keys the detection looks for
@@ -33,7 +41,7 @@ path, ComfyUI's own saves) and ``ldm-peft`` (``diffusion_model.`` + diffusers pa
 placed as ``peft``) for the DiTs. Every row counts the patches whose up / down factor does not fit
 the rows / columns of the weight (or row slice) they land on (``misshaped``).
 
-    python tests/e2e/comfyui_keymaps.py <repository root> <temp folder> [dits]
+    python tests/e2e/comfyui_keymaps.py <repository root> <temp folder> [more] [dits]
 """
 
 from __future__ import annotations

@@ -226,15 +226,36 @@ def test_comfyuis_real_key_maps_get_every_module_patched(tmp_path):
     factors of its shape, every projected module is carried (none missed), and FLUX's / Chroma's
     fused qkv and linear1 are patched on row slices that tile each weight exactly."""
     folder, python = _folders()
-    rows = _keymap_rows(folder, python, tmp_path)
-    assert [(r["arch"], r["format"]) for r in rows] == list(KEYMAP_CASES)
+    rows = _keymap_rows(folder, python, tmp_path, "more")
+    assert [_case(r) for r in rows] == list(KEYMAP_CASES + MORE_KEYMAP_CASES + VARIANT_KEYMAP_CASES)
     _check_keymap_rows(rows)
+    _check_more_rows(rows)
 
 
 #: the rows ``comfyui_keymaps.py`` prints for the models every tested ComfyUI has
 KEYMAP_CASES = (("sd1", "kohya"), ("sdxl", "kohya"), ("flux", "kohya"), ("flux", "peft"), ("chroma", "kohya"),
                 ("chroma", "peft"), ("chroma", "written"), ("qwenimage", "kohya"), ("qwenimage", "peft"),
                 ("qwenimage", "written"))
+#: with ``more``: the DiTs both tested ComfyUIs have configs for, then their variants
+MORE_KEYMAP_CASES = tuple((arch, fmt) for arch in ("lumina2", "wan14b", "wan5b", "wan1b", "hidream", "sd35l", "sd35m")
+                          for fmt in ("kohya", "ldm", "peft", "ldm-peft", "written"))
+VARIANT_KEYMAP_CASES = tuple((arch, "kohya", v) for arch, v in (
+    ("wan14b", "t2v"), ("wan14b", "i2v-a14b"), ("wan14b", "vace"), ("wan14b", "camera"), ("wan14b", "s2v"),
+    ("wan14b", "humo"), ("wan14b", "animate"), ("wan1b", "vace"), ("wan1b", "i2v"), ("sd35m", "sd3-medium")))
+#: the ComfyUI config class each is built as
+MORE_CONFIG = {"lumina2": "Lumina2", "wan14b": "WAN21_I2V", "wan5b": "WAN22_T2V", "wan1b": "WAN21_T2V",
+               "hidream": "HiDream", "sd35l": "SD3", "sd35m": "SD3", ("wan14b", "t2v"): "WAN21_T2V",
+               ("wan14b", "i2v-a14b"): "WAN21_T2V", ("wan14b", "vace"): "WAN21_Vace",
+               ("wan14b", "camera"): "WAN21_Camera", ("wan14b", "s2v"): "WAN22_S2V", ("wan14b", "humo"): "WAN21_HuMo",
+               ("wan14b", "animate"): "WAN22_Animate", ("wan1b", "vace"): "WAN21_Vace", ("wan1b", "i2v"): "WAN21_I2V",
+               ("sd35m", "sd3-medium"): "SD3"}
+#: the variants' own 2-D weights (no table) by their first name (block numbers ``N``)
+VARIANT_EXTRA = {"vace": ("vace_blocks.", "vace_patch_embedding"), "camera": ("control_adapter.",),
+                 "s2v": ("audio_injector.", "casual_audio_encoder.", "cond_encoder", "frame_packer.",
+                         "trainable_cond_mask"),
+                 "humo": ("audio_proj.", "blocks.N.audio_cross_attn_wrapper."),
+                 "animate": ("face_adapter.", "face_encoder.", "motion_encoder.", "pose_patch_embedding"),
+                 "i2v": ("blocks.N.cross_attn.k_img", "blocks.N.cross_attn.v_img", "img_emb.")}
 #: and with ``dits``, for a ComfyUI with Z-Image and FLUX.2 configs
 DIT_KEYMAP_CASES = tuple((arch, fmt) for arch in ("zimage", "flux2", "flux2klein4b", "flux2klein9b")
                          for fmt in ("kohya", "ldm", "peft", "ldm-peft", "written"))
@@ -248,9 +269,13 @@ def _keymap_rows(folder: Path, python: Path, tmp_path: Path, *extra: str) -> lis
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
+def _case(row: dict) -> tuple:
+    return (row["arch"], row["format"]) + ((row["variant"],) if row.get("variant") else ())
+
+
 def _check_keymap_rows(rows: list[dict], label: str = "ComfyUI") -> None:
     for r in rows:
-        if r["modules"] == 0:  # a diffusers naming the host maps to no weight (reported, checked by the caller)
+        if r["modules"] == 0 or r.get("variant"):  # no weight mapped / a variant: checked by the caller
             continue
         assert r["detected"] == r["arch"], r
         assert r["missed"] == [] and r["not_loaded"] == [] and r["off_model"] == [] and r["untiled"] == [], r
@@ -273,6 +298,60 @@ def _check_keymap_rows(rows: list[dict], label: str = "ComfyUI") -> None:
     assert by["qwenimage", "kohya"]["modules"] == 846 and by["chroma", "kohya"]["modules"] == 243
 
 
+def _check_more_rows(rows: list[dict], label: str = "ComfyUI") -> None:
+    """Lumina 2, Wan 14B / 5B / 1.3B, HiDream, SD3.5 Large / Medium as ComfyUI's detection builds
+    them: its config class, the table's weights in its class with their shapes (the class's
+    others: Wan's Conv3d ``patch_embedding``, HiDream's router gates, no LoRA targets), NP-LoRA's
+    arch; the kohya, ComfyUI-dotted and written files fully mapped; which diffusers names ComfyUI
+    maps (all for HiDream and SD3.5 under ``transformer.``; none for Wan, none for Lumina 2 but
+    the one whose diffusers path is its own); the variants: the table's modules of each (the
+    I2V-only ones left out where the variant has no image input) load with every key used, their
+    own modules are the only class weights beyond the table; SD3 Medium (3.0) is refused naming the
+    shapes its blocks 0-12 modulation differs in, the only table weights that differ."""
+    for r in rows:
+        if r["arch"] not in ("lumina2", "wan14b", "wan5b", "wan1b", "hidream", "sd35l", "sd35m"):
+            continue
+        arch, fmt, variant = r["arch"], r["format"], r.get("variant")
+        assert "error" not in r, r
+        if r["modules"] == 0:  # a diffusers naming ComfyUI maps to no weight of the model at all
+            assert fmt in ("peft", "ldm-peft") and arch in ("lumina2", "wan14b", "wan5b", "wan1b"), r
+            report(f"{label} key map {arch} ({fmt}): none of the {r['host_unmapped']} diffusers-named modules "
+                   f"mapped (e.g. {r['unmapped_example']})")
+            continue
+        assert r["comfy_config"] == MORE_CONFIG[(arch, variant) if variant else arch], r
+        allowed = {"patch_embedding"} if arch.startswith("wan") else \
+            {"double_stream_blocks.N.block.ff_i.gate", "single_stream_blocks.N.block.ff_i.gate"} if arch == "hidream" \
+            else set()
+        own = VARIANT_EXTRA.get(variant, ())
+        assert all(k in allowed or k.startswith(own) for k in r["extra_kinds"]), r
+        assert all(any(k.startswith(p) for k in r["extra_kinds"]) for p in own), r
+        if variant == "sd3-medium":
+            assert r["detected"].startswith("refused: ") and "SD3 Medium (3.0)" in r["detected"], r
+            assert r["layout_bad"] == sorted(f"joint_blocks.{i}.x_block.adaLN_modulation.1" for i in range(13)), r
+            assert r["not_loaded"] == [] and len(r["misshaped"]) > 0, r
+            report(f"{label} key map SD3 Medium (3.0): refused; its blocks 0-12 x_block modulation (9216 rows) "
+                   f"is not the sd35m table's (13824); the other {r['modules'] - 13} table modules fit and map")
+            continue
+        assert r["detected"] == arch and r["layout_bad"] == [], r
+        assert r["missed"] == [] and r["not_loaded"] == [] and r["off_model"] == [] and r["untiled"] == [], r
+        assert r["misshaped"] == [] and r["projected"] == r["to_project"] == r["canonical"] > 0, r
+        assert r["patched_weights"] == r["style_weights"] == r["modules"] > 0, r
+        if fmt in ("kohya", "ldm", "written") or variant:
+            assert r["host_unmapped"] == 0 and r["modules"] == r["file_modules"] == r["layout_weights"], r
+        if fmt == "peft" or arch == "hidream":
+            assert r["host_unmapped"] == 0 and arch in ("hidream", "sd35l", "sd35m"), r
+        elif fmt == "ldm-peft":  # only a module whose diffusers path is the original one
+            assert r["modules"] == 1 and r["host_unmapped"] > 0, r
+        report(f"{label} key map {arch}{f' {variant}' if variant else ''} ({fmt}): {r['comfy_config']}, "
+               f"{r['modules']} table modules, {r['patched_weights']} weights patched ({r['slices']} row slices)"
+               + (f"; {r['host_unmapped']} diffusers-named modules ComfyUI maps to no weight" if r["host_unmapped"]
+                  else "") + (f"; the variant's own: {', '.join(own)}" if own else ""))
+    by = {_case(r): r for r in rows}
+    # fused qkv as parts: Lumina 2 30 x 3; SD3.5 Large 38 x 2 x 3, Medium 24 x 2 x 3 + 13 x 3
+    for arch, slices in (("lumina2", 90), ("sd35l", 228), ("sd35m", 183)):
+        assert by[arch, "written"]["slices"] == by[arch, "kohya"]["slices"] == slices, by[arch, "written"]
+
+
 def test_a_newer_comfyuis_dit_models_load_every_module_of_the_files(tmp_path):
     """The same in a ComfyUI with Z-Image and FLUX.2 configs (``NPLORA_COMFYUI_NEW``, a checkout,
     and ``NPLORA_COMFYUI_NEW_PYTHON``; 783545f6, v0.33.0; no checkpoint needed): the rows above,
@@ -291,10 +370,11 @@ def test_a_newer_comfyuis_dit_models_load_every_module_of_the_files(tmp_path):
         pytest.skip(f"NPLORA_COMFYUI_NEW={folder} is not a ComfyUI checkout, or no Python at {python}")
     if not all(c in models_py.read_text() for c in ("class ZImage(", "class Flux2(")):
         pytest.skip(f"the ComfyUI at {folder} has no Z-Image / FLUX.2 model config")
-    rows = _keymap_rows(folder, python, tmp_path, "dits")
-    assert [(r["arch"], r["format"]) for r in rows] == list(KEYMAP_CASES + DIT_KEYMAP_CASES)
+    rows = _keymap_rows(folder, python, tmp_path, "more", "dits")
+    assert [_case(r) for r in rows] == list(KEYMAP_CASES + MORE_KEYMAP_CASES + VARIANT_KEYMAP_CASES + DIT_KEYMAP_CASES)
     _check_keymap_rows(rows, "newer ComfyUI")
-    for r in rows[len(KEYMAP_CASES):]:
+    _check_more_rows(rows, "newer ComfyUI")
+    for r in rows[-len(DIT_KEYMAP_CASES):]:
         arch, fmt = r["arch"], r["format"]
         assert r["detected"] == arch, r
         if r["modules"] == 0:

@@ -11,8 +11,6 @@ klein alike), ``ZImage(Lumina2)``, ``ZImagePixelSpace(ZImage)``, the Wan configs
 
 
 class BASE:
-    unet_config: dict = {}
-
     def __init__(self, unet_config=None):
         self.unet_config = dict(unet_config or {})
 
