@@ -18,15 +18,28 @@ from comfy import model_base, supported_models
 from comfy.model_patcher import StandInModelPatcher
 from comfy.sd import StandInCLIP
 
+#: the DiTs whose ComfyUI config holds several sizes: the ``unet_config`` ComfyUI's detection
+#: derives (the fields NP-LoRA's ``arch_of`` reads), as ``tests/e2e/comfyui_keymaps.py`` finds them
+DIT_CONFIG = {"lumina2": (supported_models.Lumina2, {"image_model": "lumina2", "dim": 2304, "cap_feat_dim": 2304}),
+              "wan14b": (supported_models.WAN21_I2V, {"image_model": "wan2.1", "dim": 5120, "model_type": "i2v"}),
+              "wan5b": (supported_models.WAN22_T2V, {"image_model": "wan2.1", "dim": 3072, "out_dim": 48}),
+              "wan1b": (supported_models.WAN21_T2V, {"image_model": "wan2.1", "dim": 1536}),
+              "hidream": (supported_models.HiDream, {"image_model": "hidream"}),
+              "sd35l": (supported_models.SD3, {"depth": 38, "x_block_self_attn_layers": []}),
+              "sd35m": (supported_models.SD3, {"depth": 24, "x_block_self_attn_layers": list(range(13))})}
 PREFIX = {"sd1": {"unet": "diffusion_model.", "te": "clip_l.transformer."},
           "sdxl": {"unet": "diffusion_model.", "te1": "clip_l.transformer.", "te2": "clip_g.transformer."},
           "flux": {"unet": "diffusion_model.", "te1": "clip_l.transformer.", "te3": "t5xxl.transformer."},
-          "chroma": {"unet": "diffusion_model."}, "qwenimage": {"unet": "diffusion_model."}}
+          "chroma": {"unet": "diffusion_model."}, "qwenimage": {"unet": "diffusion_model."},
+          **{arch: {"unet": "diffusion_model."} for arch in DIT_CONFIG}}
 CONFIG = {"sd1": supported_models.SD15, "sdxl": supported_models.SDXL, "flux": supported_models.Flux,
-          "chroma": supported_models.Chroma, "qwenimage": supported_models.QwenImage}
+          "chroma": supported_models.Chroma, "qwenimage": supported_models.QwenImage,
+          **{arch: (lambda cls, unet: lambda: cls(unet))(cls, unet) for arch, (cls, unet) in DIT_CONFIG.items()}}
 #: the ``comfy.model_base`` class ComfyUI builds for each (its ``get_model``)
 MODEL_BASE = {"sd1": model_base.BaseModel, "sdxl": model_base.BaseModel, "flux": model_base.Flux,
-              "chroma": model_base.Chroma, "qwenimage": model_base.QwenImage}
+              "chroma": model_base.Chroma, "qwenimage": model_base.QwenImage, "lumina2": model_base.Lumina2,
+              "wan14b": model_base.WAN21, "wan5b": model_base.WAN22, "wan1b": model_base.WAN21,
+              "hidream": model_base.HiDream, "sd35l": model_base.SD3, "sd35m": model_base.SD3}
 
 
 def comfy_key(arch: str, name: str) -> str:

@@ -222,6 +222,39 @@ def test_a_qwen_image_pair_is_loaded_on_a_qwen_image_model(loras):
     assert not torch.equal(patched.patched_weight(next(iter(patched.patches))), base)
 
 
+#: a block's attention (fused qkv where the model has one) and one more module, per DiT
+DIT_BLOCKS = {"lumina2": ("layers.0.attention.", "final_layer.linear"), "wan14b": ("blocks.0.cross_attn.", "head.head"),
+              "wan5b": ("blocks.1.self_attn.", "head.head"), "wan1b": ("blocks.2.", "text_embedding.0"),
+              "hidream": ("double_stream_blocks.0.block.attn1.", "experts.3.w2"),
+              "sd35l": ("joint_blocks.0.x_block.attn.", "context_embedder"),
+              "sd35m": ("joint_blocks.0.x_block.attn2.", "joint_blocks.23.context_block.adaLN_modulation.1")}
+
+
+@pytest.mark.parametrize("arch", list(DIT_BLOCKS))
+def test_a_pair_is_loaded_on_each_dit_model_comfyui_holds(loras, arch):
+    """A kohya pair (``lora_unet_<original path>``, fused qkv as one module) on ComfyUI's Lumina 2,
+    Wan 14B / 5B / 1.3B, HiDream, SD3.5 Large / Medium model (its config class, with the sizes
+    its detection derives): the type picks the table, every module is projected and patched on
+    its weight (strengths wc, ws), the patched weight differs from the base."""
+    blocks = DIT_BLOCKS[arch]
+    rows = [r for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
+            and any(b in r["name"] for b in blocks)]
+    lf.make_lora(loras / f"{arch}_c.safetensors", arch, rows, fmt="kohya", rank=2, seed=7)
+    lf.make_lora(loras / f"{arch}_s.safetensors", arch, rows, fmt="kohya", rank=3, seed=8)
+    model, clip = build(arch, [r["name"] for r in rows])
+    patched, _ = nodes.NpLoraLoader().load(model, clip, content=f"{arch}_c.safetensors", style=f"{arch}_s.safetensors",
+                                           **dict(PARAMS, content_weight=0.7, style_weight=1.1))
+    targets = {k if isinstance(k, str) else k[0] for k in patched.patches}
+    assert len(rows) >= 2 and targets == set(model.model.state_dict()), (targets, rows)
+    # (strength, adapter, model strength, row slice, function); a fused qkv: the content on its parts'
+    # row slices, the style on the whole weight
+    assert all({p[0] for p in ps} == {0.7, 1.1} for ps in patched.patches.values()), patched.patches
+    sliced = {k for k, ps in patched.patches.items() if any(p[3] is not None for p in ps)}
+    assert bool(sliced) == (arch in ("lumina2", "sd35l", "sd35m")) and all(k.endswith("qkv.weight") for k in sliced)
+    key = next(iter(patched.patches))
+    assert not torch.equal(patched.patched_weight(key), model.patched_weight(key))
+
+
 def test_save_writes_the_tabs_file_into_the_loras_folder_and_never_over_a_file(pair):
     out = nodes.NpLoraSave().save(content="dog.safetensors", style="styles/ink.safetensors", file_name="",
                                   overwrite=False, **PARAMS)
