@@ -510,7 +510,7 @@ DIT_MODELS = {
                       sd3_path, SD3_PARTS, sd3_swapped(SD35_LARGE)),
     # SD3-medium (3.0) has the same layers without the 13 blocks' second attention (attn2)
     "sd35m": DitModel("SD3Transformer2DModel", SD35_MEDIUM,
-                      "stabilityai/stable-diffusion-3.5-medium transformer/config.json (SD3-medium: a subset)",
+                      "stabilityai/stable-diffusion-3.5-medium transformer/config.json (SD3 Medium 3.0: its attention and MLP fit, its first 13 blocks' modulation does not)",
                       sd3_path, SD3_PARTS, sd3_swapped(SD35_MEDIUM)),
     "wan1b": DitModel("WanTransformer3DModel", WAN_1_3B, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json",
                       wan_path),
