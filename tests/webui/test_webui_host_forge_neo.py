@@ -216,6 +216,16 @@ def test_neo_engines_are_told_apart_by_class_not_flags(folder, tmp_path, engine,
         assert got not in ("flux", "sdxl")
 
 
+@pytest.mark.parametrize("dim,expected", [(5120, "wan14b"), (1536, "wan1b"), (3072, None), (None, None)])
+def test_neos_wan_engine_is_read_by_its_width(folder, tmp_path, dim, expected):
+    """Neo's one ``Wan`` engine holds the 14B and the 1.3B (its guess's ``unet_config["dim"]``);
+    a width NP-LoRA has no Neo table for is unknown (the pair is then read by its keys)."""
+    adapter, _ = neo(folder, tmp_path)
+    model = type("Wan", (), {})()
+    model.model_config = type("WAN21_T2V", (), {"unet_config": {} if dim is None else {"dim": dim}})()
+    assert adapter.model_arch(model) == expected
+
+
 def test_classic_hires_pass_without_the_tag_runs_without_the_fusion(folder):
     """Classic without other LoRAs: NP-LoRA writes into the live forge_objects; a hires pass whose
     prompt has no tag must get the base patchers back (not the patched ones)."""

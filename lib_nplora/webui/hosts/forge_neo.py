@@ -47,6 +47,9 @@ MAX_CACHED_STATES = 4
 NEO_ENGINES = {"StableDiffusion": "sd1", "StableDiffusionXL": "sdxl", "StableDiffusionXLRefiner": "sdxl_refiner",
                "Flux": "flux", "Chroma": "chroma", "Lumina2": "lumina2", "ZImage": "zimage",
                "QwenImage": "qwenimage", "Wan": "wan"}
+#: Neo's one ``Wan`` engine (WAN21_T2V / WAN21_I2V guesses) by its detected transformer width
+#: (``model_config.unet_config["dim"]``, modules_forge/packages/huggingface_guess/detection.py)
+WAN_BY_DIM = {5120: "wan14b", 1536: "wan1b"}
 NUNCHAKU_ATTR = "_nplora_nunchaku"
 FILE_PREFIX = "nplora-"
 
@@ -85,6 +88,9 @@ class Adapter(ForgeAdapter):
         name = NEO_ENGINES.get(type(sd_model).__name__)
         if name is None:  # not one of Neo's engines (a stand-in, a newer engine): the flags
             return super().model_arch(sd_model)
+        if name == "wan":  # one engine for the 14B and the 1.3B: the width tells (None: unknown)
+            config = getattr(getattr(sd_model, "model_config", None), "unet_config", None) or {}
+            return WAN_BY_DIM.get(config.get("dim"))
         return name if name in ARCH_NAMES else None
 
     def dynamic_args(self) -> dict:
