@@ -350,17 +350,23 @@ def neo_sdxl():
 
 
 def ldm_patched_sdxl():
-    """Forge Classic: its UNet config from its own ``configs/sd_xl_base.yaml`` through
-    ``model_detection.convert_config`` and ``model_config_from_unet_config`` (SDXL), its
-    ``sdxl_clip.SDXLClipModel`` (CLIP-L + CLIP-G), its ``VAE`` from the yaml's first-stage config;
-    keys from the model config's own ``state_dict_for_saving``."""
+    """Forge Classic: the UNet config Classic itself builds its SDXL UNet from when it loads a
+    checkpoint (``model_detection.detect_unet_config``: its fixed entries, ``image_size`` 32
+    included, and the architecture read off the weights), here with the architecture from its own
+    ``configs/sd_xl_base.yaml`` through ``model_detection.convert_config``; the model config from
+    ``model_config_from_unet_config`` (SDXL, which adds ``num_heads``/``num_head_channels`` as
+    its ``unet_extra_config``); its ``sdxl_clip.SDXLClipModel`` (CLIP-L + CLIP-G), its ``VAE`` from
+    the yaml's first-stage config; keys from the model config's own ``state_dict_for_saving``.
+    ``check_ldm_patched_sdxl`` reads the config back off the written file with
+    ``detect_unet_config`` and requires it to be this one. Returns (saved dict, unet, unet
+    prefix, unet config)."""
     params, model_detection, sdxl_clip, ldm_sd = _ldm_patched_setup("sd_xl_base.yaml")
-    unet = dict(params["network_config"]["params"])
-    unet.pop("num_classes", None)
-    unet.pop("spatial_transformer_attn_type", None)
-    unet.update(use_checkpoint=False, legacy=False, dtype=torch.float32, num_classes="sequential",
-                use_temporal_attention=False, use_temporal_resblock=False)
-    config = model_detection.model_config_from_unet_config(model_detection.convert_config(unet))
+    yaml_unet = model_detection.convert_config(dict(params["network_config"]["params"]))
+    unet = {k: yaml_unet[k] for k in LDM_PATCHED_ARCH_KEYS}
+    # detect_unet_config's fixed entries (a non-video SDXL UNet)
+    unet.update(use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
+                dtype=torch.float32, use_temporal_resblock=False, use_temporal_attention=False)
+    config = model_detection.model_config_from_unet_config(unet)
     if config is None or type(config).__name__ != "SDXL":
         sys.exit(f"ldm_patched took configs/sd_xl_base.yaml for {type(config).__name__}, not SDXL")
     first = params["first_stage_config"]["params"]
@@ -371,7 +377,18 @@ def ldm_patched_sdxl():
     clip_sd = materialise_fp16(clip).state_dict()
     vae_sd = materialise_fp16(vae.first_stage_model).state_dict()
     saved = model.state_dict_for_saving(clip_sd, vae_sd)
-    return saved, model.diffusion_model, "model.diffusion_model."
+    # CLIP-L's pooled projection (identity) and logit scale: Classic saves them under names its own
+    # process_clip_state_dict never maps back (it takes only conditioner.embedders.0.transformer.),
+    # and SDXL checkpoints do not carry them; CLIP-L keeps its defaults on load
+    for k in ("conditioner.embedders.0.text_projection", "conditioner.embedders.0.logit_scale"):
+        saved.pop(k, None)
+    return saved, model.diffusion_model, "model.diffusion_model.", dict(config.unet_config)
+
+
+# the entries of ldm_patched's detect_unet_config that it reads off the weights
+LDM_PATCHED_ARCH_KEYS = ("num_classes", "adm_in_channels", "in_channels", "out_channels", "model_channels",
+                         "num_res_blocks", "transformer_depth", "transformer_depth_output", "channel_mult",
+                         "transformer_depth_middle", "use_linear_in_transformer", "context_dim")
 
 
 def _ldm_patched_setup(yaml_name: str):
@@ -453,16 +470,22 @@ def check_neo_sdxl(path: Path, saved: dict, unet: torch.nn.Module) -> str:
         (f", left over {left[:3]}" if left else "")
 
 
-def check_ldm_patched_sdxl(path: Path, unet: torch.nn.Module) -> str:
+def check_ldm_patched_sdxl(path: Path, unet: torch.nn.Module, built_config: dict) -> str:
     """Classic's ``load_checkpoint_guess_config`` steps (``modules_forge/forge_loader.py``) on the
-    file's keys: ``model_config_from_unet`` must give SDXL, the UNet, VAE and CLIP parts the keys
-    and shapes of the models built for them."""
+    file's keys: ``model_config_from_unet`` must give SDXL, ``detect_unet_config`` the config the
+    UNet was built from (``built_config``), the UNet, VAE and CLIP parts the keys and shapes of the
+    models built for them."""
     from ldm_patched.modules import model_detection, sdxl_clip, utils
 
     sd = meta_state_dict(path)
     config = model_detection.model_config_from_unet(sd, "model.diffusion_model.", torch.float32)
     if config is None or type(config).__name__ != "SDXL":
         sys.exit(f"Classic's model_detection takes the file for {type(config).__name__}, not SDXL")
+    detected = model_detection.detect_unet_config(sd, "model.diffusion_model.", torch.float32)
+    built = {k: v for k, v in built_config.items() if k not in config.unet_extra_config}
+    if detected != built:
+        diff = {k: (detected.get(k), built.get(k)) for k in set(detected) | set(built) if detected.get(k) != built.get(k)}
+        sys.exit(f"Classic reads another UNet config off the file than the one it was built from: {diff}")
     got_unet = {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
     compare("unet", got_unet, unet.state_dict())
     vae_sd = config.process_vae_state_dict(utils.state_dict_prefix_replace(sd, {"first_stage_model.": ""},
@@ -471,7 +494,7 @@ def check_ldm_patched_sdxl(path: Path, unet: torch.nn.Module) -> str:
                if k.startswith("cond_stage_model.")}
     with parameters_on_meta():
         clip = sdxl_clip.SDXLClipModel()
-    compare("clip", clip_sd, clip.state_dict(), ignore=("position_ids",))
+    compare("clip", clip_sd, clip.state_dict(), ignore=("position_ids", "clip_l.text_projection", "clip_l.logit_scale"))
     return f"Classic takes it for SDXL: unet {len(got_unet)}, vae {len(vae_sd)}, clip {len(clip_sd)} tensors"
 
 
@@ -488,12 +511,12 @@ def main() -> None:
             sys.exit("--model sdxl is made for Forge Neo and Forge Classic only")
         classic = not Path("backend").is_dir()
         with torch.no_grad():
-            saved, unet, prefix = ldm_patched_sdxl() if classic else neo_sdxl()
+            saved, unet, prefix, *built = ldm_patched_sdxl() if classic else neo_sdxl()
             a.out.parent.mkdir(parents=True, exist_ok=True)
             n = write_sdxl(a.out, saved, unet, prefix, a.seed)
             print(f"wrote {a.out}: {n} tensors, {a.out.stat().st_size / 2**30:.2f} GiB "
                   f"({'forge ldm_patched' if classic else 'forge backend'} model code)")
-            print(check_ldm_patched_sdxl(a.out, unet) if classic else check_neo_sdxl(a.out, saved, unet))
+            print(check_ldm_patched_sdxl(a.out, unet, *built) if classic else check_neo_sdxl(a.out, saved, unet))
         return
     if forge and not Path("backend").is_dir():  # Forge Classic: ldm_patched backend
         sd = ldm_patched_model()
