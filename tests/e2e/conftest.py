@@ -3,13 +3,15 @@ with this extension installed, and drives it over its HTTP API.
 
 Environment (each suite skips cleanly when its variable is unset):
 
-* ``NPLORA_WEBUI_A1111`` / ``NPLORA_WEBUI_FORGE``: the WebUI checkout (the folder with
-  ``launch.py``), with its Python environment ready (``venv/`` inside it, or
-  ``NPLORA_WEBUI_PYTHON``) and the model repositories it needs in place: it is started with
-  ``--skip-prepare-environment`` and offline.
-* ``NPLORA_WEBUI_CKPT``: the SD1.5 checkpoint to load (default: the first ``*.safetensors`` /
+* ``NPLORA_WEBUI_A1111`` / ``NPLORA_WEBUI_FORGE`` / ``NPLORA_WEBUI_FORGE_NEO`` /
+  ``NPLORA_WEBUI_FORGE_CLASSIC``: the WebUI checkout (the folder with ``launch.py``), with its
+  Python environment ready (``venv/`` inside it, or ``NPLORA_WEBUI_PYTHON``) and the model
+  repositories it needs in place: it is started with ``--skip-prepare-environment`` and offline.
+* ``NPLORA_WEBUI_CKPT``: the checkpoint to load (default: the first ``*.safetensors`` /
   ``*.ckpt`` in ``<webui>/models/Stable-diffusion``); a random-weight one in the real key layout
   is enough.
+* ``NPLORA_E2E_MODEL``: that checkpoint's base model, ``sd1`` (default) or ``sdxl``: the test
+  LoRAs are made for it (``e2e_loras.py``).
 * ``NPLORA_WEBUI_ARGS``: extra command-line arguments (e.g. ``--ckpt-dir``, ``--vae-dir``).
 * ``NPLORA_WEBUI_START_TIMEOUT``: seconds to wait for the API (default 900).
 

@@ -30,6 +30,10 @@ it does, each step skipped when already done:
    the real checkpoint layout, made by make_checkpoint.py from the host's own model definition
    (A1111's LDM config, Forge's and Neo's ``backend/`` classes, Classic's ``ldm_patched``)
    (or ``--ckpt FILE`` to link an existing checkpoint instead).
+5. With ``--sdxl DIR`` (Forge Neo, Forge Classic): also ``DIR/Stable-diffusion/nplora-e2e-random-sdxl.safetensors``,
+   random SDXL weights (make_checkpoint.py ``--model sdxl``, ~6.5 GiB, peak memory ~6 GiB), in a
+   models folder of its own: the suite gives it to the host with ``--model-ref DIR`` (Neo loads the
+   first checkpoint of its folders) and ``NPLORA_E2E_MODEL=sdxl`` (SDXL LoRAs).
 
 At the end it prints the environment variables to run the suite with.
 """
@@ -46,6 +50,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CKPT_NAME = "nplora-e2e-random-sd15.safetensors"
+SDXL_NAME = "nplora-e2e-random-sdxl.safetensors"
 
 
 def log(msg: str) -> None:
@@ -55,6 +60,14 @@ def log(msg: str) -> None:
 def run(cmd: list[str], **kw) -> None:
     log("$ " + " ".join(shlex.quote(str(c)) for c in cmd))
     subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def forge_variant(webui: Path) -> str:
+    """Which Forge: Classic has no ``backend/`` (its ``ldm_patched``), Neo ships huggingface_guess
+    in ``modules_forge/packages``, Forge main clones it into ``repositories/``."""
+    if not (webui / "backend").is_dir():
+        return "forge_classic"
+    return "forge_neo" if (webui / "modules_forge" / "packages" / "huggingface_guess").is_dir() else "forge"
 
 
 def host_kind(webui: Path) -> str:
@@ -251,10 +264,15 @@ def main() -> None:
     ap.add_argument("--clip-files", type=Path, help="folder with CLIP-L vocab.json and merges.txt")
     ap.add_argument("--ckpt", type=Path, help="use this checkpoint instead of generating one")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random checkpoint")
+    ap.add_argument("--sdxl", type=Path, metavar="DIR",
+                    help="Neo/Classic: also write a random SDXL checkpoint to DIR/Stable-diffusion (~6.5 GiB)")
     a = ap.parse_args()
 
     webui = a.webui.resolve()
     kind = host_kind(webui)
+    variant = forge_variant(webui) if kind == "forge" else "a1111"
+    if a.sdxl and variant not in ("forge_neo", "forge_classic"):
+        sys.exit(f"--sdxl: the SDXL checkpoint is made for Forge Neo and Forge Classic, not {variant}")
     log(f"{kind} at {webui}")
     py = webui / "venv" / "bin" / "python"
     notes = [] if a.skip_venv else make_venv(webui, a.python, a.torch, a.torchvision, a.pip_arg)
@@ -286,6 +304,9 @@ def main() -> None:
         target.symlink_to(a.ckpt.resolve())
     elif not target.exists():
         helper(py, webui, "make_checkpoint.py", str(target), "--seed", str(a.seed), env=env)
+    sdxl = (a.sdxl.resolve() / "Stable-diffusion" / SDXL_NAME) if a.sdxl else None
+    if sdxl and not sdxl.exists():
+        helper(py, webui, "make_checkpoint.py", str(sdxl), "--seed", str(a.seed), "--model", "sdxl", env=env)
 
     print()
     log("deviations from requirements_versions.txt:")
@@ -294,12 +315,17 @@ def main() -> None:
     log("repositories:")
     for r in repos:
         print(f"  - {r}")
-    var = "NPLORA_WEBUI_FORGE" if kind == "forge" else "NPLORA_WEBUI_A1111"
+    var = {"a1111": "NPLORA_WEBUI_A1111", "forge": "NPLORA_WEBUI_FORGE", "forge_neo": "NPLORA_WEBUI_FORGE_NEO",
+           "forge_classic": "NPLORA_WEBUI_FORGE_CLASSIC"}[variant]
     exports = f"{var}={webui}"
     if hf_home:
         exports = f"HF_HOME={hf_home} " + exports
     log("run the suite with:")
     print(f"  {exports} OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/e2e -v -rA")
+    if sdxl:
+        print(f"  SDXL: {exports} NPLORA_E2E_MODEL=sdxl NPLORA_WEBUI_CKPT={sdxl} "
+              f"NPLORA_WEBUI_ARGS=\"--model-ref {sdxl.parent.parent}\" OMP_NUM_THREADS=1 "
+              ".venv/bin/python -m pytest tests/e2e -v -rA")
     others = sorted(p.name for p in target.parent.glob("*") if p.suffix in (".safetensors", ".ckpt"))
     if others and others[0] != target.name:
         print(f"  (the suite takes the first checkpoint of {target.parent}, {others[0]}: for this host alone "
