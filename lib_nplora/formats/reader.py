@@ -507,16 +507,15 @@ def common_arch(loras: list[LoraSet]) -> str:
         ArchitectureError: no architecture fits every file, or the metadata of two files name
             different ones (names both files and both models).
     """
-    stated = [(lora, stated_arch(lora)) for lora in loras]
-    said = [(lora, a) for lora, a in stated if a is not None]
-    for lora, a in said[1:]:
-        if a != said[0][1]:
-            raise archmod.pair_mismatch(said[0][0].name, said[0][1], lora.name, a, by_metadata=True)
     common = [a for a in ARCH_PREFERENCE if all(a in lora.arch_candidates for lora in loras)]
     if not common:
         first = loras[0]
         other = next((lora for lora in loras if lora.arch != first.arch), loras[-1])
         raise archmod.pair_mismatch(first.name, first.arch, other.name, other.arch)
+    said = [(lora, a) for lora in loras if (a := stated_arch(lora)) is not None]
+    for lora, a in said[1:]:
+        if a != said[0][1]:
+            raise archmod.pair_mismatch(said[0][0].name, said[0][1], lora.name, a, by_metadata=True)
     if said and said[0][1] in common:
         return said[0][1]
     if len({lora.arch for lora in loras}) == 1 and loras[0].arch in common:
