@@ -8,11 +8,9 @@ ComfyUI input types by the field's kind (never by its name): "lora" -> the LoRA 
 
 from __future__ import annotations
 
-import math
-
 from ..app.request import MAX_SET, FusionRequest
 from ..errors import ParameterError
-from ..params import MAX_K, MAX_WEIGHT, UI_PARAMS, FuseParams, Param, parse_k
+from ..params import MAX_K, UI_PARAMS, FuseParams, Param, parse_k
 
 SOURCE = "comfyui"
 
@@ -64,7 +62,8 @@ def set_inputs() -> dict[str, tuple]:
 
 def set_refs(value, what: str) -> tuple[tuple[str, float], ...]:
     """An NP-LoRA Set value (as a link passes it, or as a prompt's JSON gives it: a list of
-    [name, weight]) -> ((name, weight), ...); the names' checks are ``FusionRequest.of_sets``'s.
+    [name, weight]) -> ((name, weight), ...): its shape only, bounded by ``MAX_SET`` before any
+    entry is looked at; the names' and weights' checks are ``FusionRequest.of_sets``'s.
 
     Raises:
         ParameterError: not a list of (name, weight), empty, or more than ``MAX_SET`` entries.
@@ -80,9 +79,6 @@ def set_refs(value, what: str) -> tuple[tuple[str, float], ...]:
                 or isinstance(item[1], bool) or not isinstance(item[1], (int, float)):
             raise ParameterError(f"each entry of the {what} set must be (LoRA name, weight), got {str(item)[:60]}",
                                  hint="Connect an NP-LoRA Set node")
-        if not math.isfinite(item[1]) or abs(item[1]) > MAX_WEIGHT:
-            raise ParameterError(f"the weight of {item[0][:40]!r} in the {what} set must be a number between "
-                                 f"-{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {item[1]!r}")
         out.append((item[0], float(item[1])))
     return tuple(out)
 

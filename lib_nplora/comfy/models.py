@@ -52,8 +52,6 @@ SIZES = {"flux2": ("Flux2", "hidden_size", {6144: "flux2", 3072: "flux2klein4b",
          "sd3": ("SD3", "depth", {38: "sd35l", 24: "sd35m"}, "SD3.5 Large (38) and SD3.5 Medium (24, MMDiT-X)"),
          "lumina2": ("Lumina2", "cap_feat_dim", {2304: "lumina2"},
                      "Lumina-Image-2.0 / Neta-Lumina (Gemma-2 captions, 2304)")}
-#: FLUX.2 family: ComfyUI's ``Flux2`` config holds all three; its detected hidden size tells them apart
-FLUX2_BY_HIDDEN = SIZES["flux2"][2]
 #: the field names of ``SIZES`` in messages
 _FIELD_WORDS = {"hidden_size": "hidden size", "dim": "hidden size", "depth": "depth",
                 "cap_feat_dim": "caption width"}
