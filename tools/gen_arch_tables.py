@@ -271,7 +271,9 @@ FLUX2_DEV = dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=
 # img_in [3072, 128], txt_in [3072, 7680], single_blocks.0.linear1 [27648, 3072]; the C / Zig
 # ports: 5 double + 20 single blocks, 24 heads of 128, Qwen3 layers 9/18/27 stacked), the
 # 9B's (hidden 4096, 8 + 24 blocks, Qwen3-8B: 3 x 4096) from the same note, consistent with its
-# ~9.1B parameters (another port says 6 double blocks: 8.1B). A wrong guess only refuses files.
+# ~9.1B parameters (another port says 6 double blocks: 8.1B). DiffSynth-Studio 000ba473
+# (diffsynth/configs/model_configs.py) builds both from BFL's released files with these very
+# overrides (docs/models.md). A wrong dimension only refuses files.
 FLUX2_KLEIN_4B = dict(FLUX2_DEV, num_layers=5, num_single_layers=20, num_attention_heads=24,
                       joint_attention_dim=7680, guidance_embeds=False)
 FLUX2_KLEIN_9B = dict(FLUX2_DEV, num_layers=8, num_single_layers=24, num_attention_heads=32,
