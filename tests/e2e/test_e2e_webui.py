@@ -220,20 +220,41 @@ def test_png_info_reads_the_parameters_back(webui, shots):
 def test_seconds_per_image_tag_vs_stacked(webui):
     """Reported, not asserted: the fused LoRA is merged once, so sampling costs what stacking costs.
 
-    ``NPLORA_E2E_TIMING_ROUNDS`` (default 2) rounds over the three setups; in each, the first image
-    (which merges or restores the weights) is left out and two are timed. The median per setup is
-    reported."""
+    Four setups: the tag (μ 0.5), the tag as a plain merge (``method=direct``: the weights of
+    stacking, so the same numbers flow through the model and only NP-LoRA's own cost can set it
+    apart), both LoRAs stacked, no LoRA. ``NPLORA_E2E_TIMING_ROUNDS`` (default 2) rounds over them,
+    each round in the next rotation of their order (so that no setup always follows the same one);
+    in each, the first image (which merges or restores the weights) is left out and two are timed.
+    Reported: the ratios to stacking of the medians, of the fastest images, and the median of
+    the per-round ratios. On a 2-core CPU machine single images vary by
+    ±20 %; py-spy profiles (``tools/e2e-hosts/profile_jobs.py``) put NP-LoRA's own share of a
+    cached job at a few milliseconds and the differences between setups in the convolutions,
+    layers no LoRA here touches (the VAE's) included, for a plain-merge tag as for a projected one."""
     rounds = int(os.environ.get("NPLORA_E2E_TIMING_ROUNDS", "2"))
-    setups = {"tag": f"{PROMPT} {TAG}", "both LoRAs stacked": f"{PROMPT} {STACKED}", "no LoRA": PROMPT}
+    setups = {"tag": f"{PROMPT} {TAG}", "tag, plain merge": f"{PROMPT} <nplora:{C}:{S}:method=direct>",
+              "both LoRAs stacked": f"{PROMPT} {STACKED}", "no LoRA": PROMPT}
+    names = list(setups)
     times: dict[str, list[float]] = {name: [] for name in setups}
-    for _ in range(rounds):
-        for name, prompt in setups.items():
-            one(webui, prompt)
-            times[name] += [one(webui, prompt)[2] for _ in range(2)]
-    ratio = np.median(times["tag"]) / np.median(times["both LoRAs stacked"])
-    parts = ", ".join(f"{name} {np.median(t):.2f} ({' '.join(f'{x:.2f}' for x in t)})" for name, t in times.items())
-    report(f"{webui.host}: seconds per 64x64 3-step image (median of {2 * rounds}, after a first image per setup): "
-           f"{parts}; cached tag / stacked = {ratio:.3f}")
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            one(webui, setups[name])
+            times[name] += [one(webui, setups[name])[2] for _ in range(2)]
+    median = {name: float(np.median(t)) for name, t in times.items()}
+    fastest = {name: min(t) for name, t in times.items()}
+
+    def ratio(name):
+        # per round, the setup's pair of images against stacking's in the same round (minutes apart
+        # at most, so a slow drift of the machine cancels); the median of those rounds
+        stacked = times["both LoRAs stacked"]
+        paired = [sum(times[name][2 * r:2 * r + 2]) / sum(stacked[2 * r:2 * r + 2]) for r in range(rounds)]
+        return (f"{median[name] / median['both LoRAs stacked']:.3f} (medians), "
+                f"{fastest[name] / fastest['both LoRAs stacked']:.3f} (fastest), "
+                f"{float(np.median(paired)):.3f} (median of the {rounds} rounds' ratios)")
+
+    parts = ", ".join(f"{name} {median[name]:.2f} ({' '.join(f'{x:.2f}' for x in t)})" for name, t in times.items())
+    report(f"{webui.host}: seconds per 64x64 3-step image (median of {2 * rounds}, after a first image per setup, "
+           f"setup order rotated per round): {parts}; cached tag / stacked = {ratio('tag')}; "
+           f"cached plain-merge tag / stacked = {ratio('tag, plain merge')}")
 
 
 def test_img2img_uses_the_fusion_and_restores(webui, shots):
