@@ -29,7 +29,7 @@ SD1.5 UNet fails to build, before any LoRA is involved: ``ParameterGGUF.shape`` 
 of the reader's ``numpy.uint64`` dimensions, the detected UNet config's channel counts come out as
 ``numpy.float64`` and ``nn.Conv2d`` refuses them (``TypeError: empty(): argument 'size' ...``).
 Forge main ``dfdcbab`` has the same ``ParameterGGUF`` (not run). So an SD1.5 / SDXL GGUF does not run
-on those revisions at all; a FLUX or Qwen-Image GGUF (what GGUF users run there) is too large for a
+on that Neo revision at all; a FLUX or Qwen-Image GGUF (what GGUF users run there) is too large for a
 CPU test machine. ``tests/e2e/test_e2e_low_bit.py`` takes a ``.gguf`` checkpoint wherever one loads.
 """
 

@@ -40,7 +40,7 @@ PARTS = {
     "host LoRA weights": ("network_apply_weights", "network_restore_weights", "LoraLoader", "patch_model",
                           "unpatch_model", "refresh_loras", "load_networks"),
     "text encoder": ("get_conds_with_caching", "get_learned_conditioning", "encode_with_transformers"),
-    "convolutions": ("_conv_forward",),  # the bulk of a small SD1.5 job on CPU, the same in every setup
+    "convolutions": ("_conv_forward",),  # the bulk of a small SD1.5 job on CPU
 }
 
 
