@@ -68,8 +68,6 @@ def forge_model() -> dict[str, torch.Tensor]:
     sys.path[:0] = [str(root), str(root / "repositories" / "huggingface_guess"), str(root / "packages_3rdparty"),
                     str(root / "modules_forge" / "packages")]
     sys.argv[1:] = ["--always-cpu"]  # backend.args parses the command line when imported
-    from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     import huggingface_guess.detection as detection
@@ -77,12 +75,7 @@ def forge_model() -> dict[str, torch.Tensor]:
     from backend.nn.vae import IntegratedAutoencoderKL
 
     repo = root / "backend" / "huggingface" / "runwayml" / "stable-diffusion-v1-5"
-    with init_empty_weights():  # only the shapes, to let Forge derive its unet config
-        shapes = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(repo / "unet")).state_dict()
-    unet_config = detection.unet_config_from_diffusers_unet(shapes)
-    if unet_config is None:
-        sys.exit("huggingface_guess found no unet config for Forge's SD1.5 unet/config.json")
-    unet_config = {k: v for k, v in unet_config.items() if k != "dtype"}
+    unet_config = forge_unet_config(detection, repo / "unet", "Forge's SD1.5 unet/config.json")
     unet = IntegratedUNet2DConditionModel.from_config(unet_config)
     vae = IntegratedAutoencoderKL.from_config(IntegratedAutoencoderKL.load_config(repo / "vae"))
     clip = CLIPTextModel(CLIPTextConfig.from_pretrained(repo / "text_encoder"))
@@ -188,6 +181,20 @@ def parameters_on_meta():
         yield
     finally:
         torch.nn.Module.register_parameter = old
+
+
+def forge_unet_config(detection, unet_dir: Path, what: str) -> dict:
+    """Forge's UNet config for a shipped diffusers ``unet/config.json``, derived as its loader does:
+    huggingface_guess's ``unet_config_from_diffusers_unet`` on the diffusers UNet's shapes (built on
+    the meta device), without the dtype entry."""
+    from diffusers import UNet2DConditionModel
+
+    with parameters_on_meta():
+        shapes = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(unet_dir)).state_dict()
+    config = detection.unet_config_from_diffusers_unet(shapes)
+    if config is None:
+        sys.exit(f"huggingface_guess found no unet config for {what}")
+    return {k: v for k, v in config.items() if k != "dtype"}
 
 
 def init_layer(m: torch.nn.Module) -> None:
@@ -315,7 +322,6 @@ def neo_sdxl():
     root = Path.cwd()
     sys.path[:0] = [str(root), str(root / "modules_forge" / "packages")]
     sys.argv[1:] = ["--always-cpu"]
-    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     import huggingface_guess.detection as detection
@@ -325,12 +331,7 @@ def neo_sdxl():
     from backend.nn.vae import IntegratedAutoencoderKL
 
     repo = root / "backend" / "huggingface" / "stabilityai" / "stable-diffusion-xl-base-1.0"
-    with parameters_on_meta():
-        shapes = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(repo / "unet")).state_dict()
-    unet_config = detection.unet_config_from_diffusers_unet(shapes)
-    if unet_config is None:
-        sys.exit("huggingface_guess found no unet config for Neo's SDXL unet/config.json")
-    unet_config = {k: v for k, v in unet_config.items() if k != "dtype"}
+    unet_config = forge_unet_config(detection, repo / "unet", "Neo's SDXL unet/config.json")
     guess = detection.model_config_from_unet_config(unet_config)
     if type(guess).__name__ != "SDXL":
         sys.exit(f"huggingface_guess took the shipped SDXL unet config for {type(guess).__name__}")
