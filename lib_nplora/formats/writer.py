@@ -74,12 +74,8 @@ def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedM
     q_a, r_a = torch.linalg.qr(down.mT)                 # (n, ka), (ka, R)
     # blockdiag(R_i) R_a^T one block row at a time: R_i (k_i, R_i) times its own R_i rows of
     # R_a^T, skipping the block-diagonal's zeros (for p equal parts, 1/p of the dense product)
-    r_a_t = r_a.double().mT                              # (R, ka)
-    offsets = [0]
-    for r in r_parts:
-        offsets.append(offsets[-1] + r.shape[1])
-    core = torch.cat([r.double() @ r_a_t[offsets[i]:offsets[i + 1]] for i, r in enumerate(r_parts)],
-                     dim=0)                              # (K, ka)
+    rows = r_a.double().mT.split([r.shape[1] for r in r_parts])   # R_i rows each, of (R, ka)
+    core = torch.cat([r.double() @ rows_i for r, rows_i in zip(r_parts, rows)], dim=0)   # (K, ka)
     # right singular vectors from the eigenvectors of C^T C in float64 (as fusion.linalg.core_svd:
     # sigma keeps ~8 digits down to 1e-8 sigma_max, far below the rank tolerance), the left ones
     # as C z / sigma for the kept columns only: a third of a full SVD of C at rank 128
