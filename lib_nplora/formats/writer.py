@@ -29,7 +29,7 @@ from .. import __version__
 from .. import arch as archmod
 from ..fused import FusedLora, FusedModule
 from ..fusion.checks import require_finite
-from ..fusion.linalg import numerical_rank
+from ..fusion.linalg import EPS32, numerical_rank
 from .atomic import check_output, is_temp_name, labelled_inputs, sweep_stale_temps  # noqa: F401  (re-exported)
 from .keys import KOHYA_SUFFIX
 from .safetensors_file import write_file
@@ -50,48 +50,63 @@ def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedM
                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Fuse the parts' updates back into the parent weight's (up, down), exactly.
 
-    The parent's update is U D with U = the parts' ups stacked block-diagonally (part i owns its
-    rows and its rank columns) and D = the parts' downs stacked (R, n), reduced to its joint
-    numerical rank with an exact factor SVD (the parts of one fused LoRA share their down
-    factor, so the rank is that of one part, not the sum)::
+    The parent's update is U D with U = blockdiag(up_i) (part i owns its rows and its R_i rank
+    columns) and D = the parts' downs stacked (R, n). It is written at its joint numerical rank,
+    from an exact SVD of the factors, never forming the (out, n) matrix::
 
-        U = blockdiag(Q_i) blockdiag(R_i)     (thin QR per part: U's QR, without forming U)
-        D^T = Q_a R_a,   C = blockdiag(R_i) R_a^T = W S Z^T   (SVD of the small core, float64)
-        up = blockdiag(Q_i) W sqrt(S),   down = sqrt(S) Z^T Q_a^T    (top numerical-rank columns)
+        D = M Q^T                         (Q (n, q) orthonormal, M = D Q (R, q); see below)
+        up_i = Q_i R_i                    (R only: Q_i is never formed)
+        C = blockdiag(R_i) M = W S Z^T    (Z, S from the eigenvectors of C^T C, float64)
+        up = U M Z S^-1/2,  down = S^1/2 Z^T Q^T      (top numerical-rank columns)
 
-    Each part's QR is (m_i, R_i) instead of one (out, R) QR of the stacked up (``fusion.linalg.
-    lowrank_svd``, same result): for FLUX's linear1 (q, k, v, mlp) a quarter of the rows times
-    a sixteenth of the columns squared.
+    since blockdiag(Q_i) W S^1/2 = U M Z S^-1/2. The row basis Q: when the inputs named the
+    fused weight, every part's down spans the same rows (the shared down factors of style and
+    content; the style directions projected out of the content lie in them), so one part's QR
+    gives Q and M is a product: the QR is (n, R_1) instead of (n, R) and the eigh (R_1, R_1)
+    instead of (R, R) (for FLUX's linear1, p = 4 parts: a sixteenth and a sixty-fourth). That is
+    checked, not assumed: every part's residual ||D_i - M_i Q^T||_F must be below the precision
+    its factors are stored in (eps of their dtype times ||D_i||_F: what rounding the fused factors
+    to fp16 already moved them by), or the error it makes, ||U (D - M Q^T)||_F, below the rank
+    tolerance the SVD truncates at (max(out, n) eps32 sigma_max: float32 factors); otherwise
+    (parts with their own downs, as diffusers-named inputs have) Q and M come from the QR of the
+    whole stacked D, D^T = Q_a R_a, M = R_a^T.
     """
     spec = arch.modules[parent]
     present = [(arch.modules[p], parts[p]) for p in spec.parts if p in parts]
-    blocks, r_parts = [], []
-    for pspec, m in present:
-        q, r = torch.linalg.qr(m.up.float())           # (m_i, k_i), (k_i, R_i)
-        blocks.append((pspec, q))
-        r_parts.append(r)
-    down = torch.cat([m.down.float() for _, m in present], dim=0)   # (R, n)
-    q_a, r_a = torch.linalg.qr(down.mT)                 # (n, ka), (ka, R)
-    # blockdiag(R_i) R_a^T one block row at a time: R_i (k_i, R_i) times its own R_i rows of
-    # R_a^T, skipping the block-diagonal's zeros (for p equal parts, 1/p of the dense product)
-    rows = r_a.double().mT.split([r.shape[1] for r in r_parts])   # R_i rows each, of (R, ka)
-    core = torch.cat([r.double() @ rows_i for r, rows_i in zip(r_parts, rows)], dim=0)   # (K, ka)
-    # right singular vectors from the eigenvectors of C^T C in float64 (as fusion.linalg.core_svd:
-    # sigma keeps ~8 digits down to 1e-8 sigma_max, far below the rank tolerance), the left ones
-    # as C z / sigma for the kept columns only: a third of a full SVD of C at rank 128
-    lam, z = torch.linalg.eigh(core.mT @ core)
-    lam, z = lam.flip(0), z.flip(1)
-    s = lam.clamp_min(0).sqrt()
+    ups = [m.up.float() for _, m in present]                          # (m_i, R_i) each
+    downs = [m.down.float() for _, m in present]                      # (R_i, n) each
+    r_parts = [torch.linalg.qr(u, mode="r")[1].double() for u in ups]  # (k_i, R_i) each
+    ranks = [d.shape[0] for d in downs]
+    down = torch.cat(downs, dim=0)                                    # (R, n)
+
+    def svd(m_rows: torch.Tensor):
+        """eigh of C^T C, C = blockdiag(R_i) M, for M (R, q) float64: (S descending, Z)."""
+        core = torch.cat([r @ mi for r, mi in zip(r_parts, m_rows.split(ranks))], dim=0)   # (K, q)
+        lam, z = torch.linalg.eigh(core.mT @ core)
+        return lam.flip(0).clamp_min(0).sqrt(), z.flip(1)
+
+    widest = max(range(len(downs)), key=lambda i: ranks[i])
+    q = torch.linalg.qr(downs[widest].mT)[0]                          # (n, q), q <= R_widest
+    m = down @ q                                                      # (R, q)
+    residuals = [d - mi @ q.mT for d, mi in zip(downs, m.split(ranks))]   # D_i - M_i Q^T
+    eps = torch.finfo(present[0][1].down.dtype).eps                   # the precision the factors hold
+    s, z = svd(m.double())
+    within_precision = all(float(e.norm()) <= eps * float(d.norm()) for e, d in zip(residuals, downs))
+    if not within_precision:
+        # ||U (D - M Q^T)||_F = sqrt(sum ||R_i (D_i - M_i Q^T)||_F^2) against the rank tolerance
+        err = sum(float((r.float() @ e).square().sum()) for r, e in zip(r_parts, residuals)) ** 0.5
+        if err > max(spec.out_features, down.shape[1]) * EPS32 * float(s[0]):   # their own downs
+            q, r_a = torch.linalg.qr(down.mT)                         # (n, ka), (ka, R)
+            m = r_a.mT                                                # (R, ka)
+            s, z = svd(m.double())
     keep = max(numerical_rank(s.float(), spec.out_features, down.shape[1]), 1)
     root = s[:keep].sqrt()
-    zh = z[:, :keep].mT                                  # (keep, ka)
-    w = ((core @ zh.mT) / torch.where(root > 0, root, torch.ones_like(root))).to(torch.float32)  # (K, keep)
+    zk = z[:, :keep]                                                  # (q, keep)
+    coef = (m.double() @ zk / torch.where(root > 0, root, torch.ones_like(root))).float()  # (R, keep)
     up = torch.zeros(spec.out_features, keep, device=down.device)
-    row = 0
-    for pspec, q in blocks:
-        up[pspec.row_offset:pspec.row_offset + q.shape[0]] = q @ w[row:row + q.shape[1]]
-        row += q.shape[1]
-    right = (root[:, None] * zh[:keep]).to(torch.float32) @ q_a.mT   # (keep, n)
+    for (pspec, _), u, c in zip(present, ups, coef.split(ranks)):
+        up[pspec.row_offset:pspec.row_offset + u.shape[0]] = u @ c
+    right = (root[:, None] * zk.mT).float() @ q.mT                    # (keep, n)
     return up.to(dtype).contiguous(), right.to(dtype).contiguous()
 
 

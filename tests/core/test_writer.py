@@ -128,3 +128,64 @@ def test_never_overwrites_and_leaves_no_temporary_files(tmp_path):
     assert out.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == before
     save_fused(fused, out, overwrite=True)
     assert load_lora(out).arch == "sdxl" and sorted(os.listdir(tmp_path)) == before
+
+
+def _parts_of_parent(arch, parent, downs, seed):
+    """FusedModules for a fused parent's parts: random ups, the given downs (R_i, n) each."""
+    from lib_nplora import arch as archmod
+    from lib_nplora.fused import FusedModule
+    a = archmod.get(arch)
+    g = torch.Generator().manual_seed(seed)
+    parts = {}
+    for name, d in zip(a.modules[parent].parts, downs):
+        up = torch.randn(a.modules[name].out_features, d.shape[0], generator=g).to(d.dtype)
+        parts[name] = FusedModule(name, up, d)
+    return a, parts
+
+
+def _stacked_truth(a, parent, parts):
+    """The parent's exact update as factors: blockdiag(up_i) placed at its rows, stacked downs."""
+    spec = a.modules[parent]
+    ups, col = [], 0
+    total = sum(m.rank for m in parts.values())
+    up = torch.zeros(spec.out_features, total, dtype=torch.float64)
+    for name, m in parts.items():
+        ps = a.modules[name]
+        up[ps.row_offset:ps.row_offset + m.up.shape[0], col:col + m.rank] = m.up.double()
+        col += m.rank
+    return up, torch.cat([m.down.double() for m in parts.values()])
+
+
+@pytest.mark.parametrize("case", ["shared-f32", "shared-f16", "own-downs"])
+def test_fused_parent_join_is_exact_and_uses_shared_rows(monkeypatch, case):
+    """The writer's join of a fused parent's parts (sd35m's qkv, 3 parts of (1536, 1536)) gives
+    the stacked update at its joint rank. Parts whose downs span the same rows (inputs that named
+    the fused weight) take one part's QR; parts with their own downs the QR of all of them."""
+    from lib_nplora.formats import writer
+    parent, n, r = "unet.joint_blocks.0.x_block.attn.qkv", 1536, 6
+    g = torch.Generator().manual_seed(3)
+    if case == "own-downs":
+        downs = [torch.randn(r, n, generator=g) for _ in range(3)]
+    else:   # every part's rows are combinations of one (r, n) base, as style + projected content are
+        base = torch.randn(r, n, generator=g)
+        downs = [torch.randn(r, r, generator=g) @ base for _ in range(3)]
+        if case == "shared-f16":
+            downs = [d.half() for d in downs]
+    a, parts = _parts_of_parent("sd35m", parent, downs, seed=4)
+    qr_cols = []
+    real_qr = torch.linalg.qr
+
+    def counting_qr(x, *args, **kw):
+        qr_cols.append(x.shape[-1])
+        return real_qr(x, *args, **kw)
+
+    monkeypatch.setattr(torch.linalg, "qr", counting_qr)
+    up, down = writer._join_parts(a, parent, parts, torch.float32)
+    truth_up, truth_down = _stacked_truth(a, parent, parts)
+    err = F.lowrank_rel_err(up, down, truth_up, truth_down)
+    if case == "own-downs":
+        assert down.shape[0] == 3 * r and 3 * r in qr_cols     # the stacked down's QR
+        assert err < 1e-5
+    else:
+        assert down.shape[0] == r and max(qr_cols) == r          # no QR wider than one part
+        assert err < (1e-5 if case == "shared-f32" else 2 * torch.finfo(torch.float16).eps)
