@@ -80,6 +80,8 @@ class WebUI:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.linked: Path | None = None
+        #: CPU seconds of the last ``txt2img`` (see ``cpu_seconds``)
+        self.last_cpu_seconds: float | None = None
 
     # ------------------------------------------------------------------ process
     def python(self) -> str:
@@ -188,6 +190,24 @@ class WebUI:
         if self.linked is not None and self.linked.is_symlink():
             self.linked.unlink()
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds used so far by the processes of the group this suite started
+        (Linux ``/proc``; None elsewhere). Per image it is what the WebUI computed, less sensitive
+        than wall time to other work taking the machine's cores."""
+        if self.proc is None or not Path("/proc/self/stat").exists():
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # after the command name in parentheses: state, ppid, pgrp, ... utime (14), stime (15)
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue   # a process that ended meanwhile
+            if int(fields[2]) == self.proc.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
     def tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
@@ -227,8 +247,10 @@ class WebUI:
         payload = dict(prompt=prompt, negative_prompt="", seed=1234, steps=3, width=64, height=64, cfg_scale=5,
                        sampler_name="Euler", batch_size=1, n_iter=1, send_images=True, save_images=False)
         payload.update(kw)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), self.cpu_seconds()
         r = self.post("/sdapi/v1/txt2img", payload)
         seconds = time.perf_counter() - t0
+        cpu1 = self.cpu_seconds()
+        self.last_cpu_seconds = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
         images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) for b in r["images"]]
         return images, json.loads(r["info"]), seconds

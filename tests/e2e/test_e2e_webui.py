@@ -226,7 +226,8 @@ def test_seconds_per_image_tag_vs_stacked(webui):
     each round in the next rotation of their order (so that no setup always follows the same one);
     in each, the first image (which merges or restores the weights) is left out and two are timed.
     Reported: the ratios to stacking of the medians, of the fastest images, and the median of
-    the per-round ratios. On a 2-core CPU machine single images vary by
+    the per-round ratios, of the wall seconds and of the CPU seconds the WebUI's processes used
+    per image (which other work on the machine moves less). On a 2-core CPU machine single images vary by
     ±20 %; py-spy profiles (``tools/e2e-hosts/profile_jobs.py``) put NP-LoRA's own share of a
     cached job at a few milliseconds and the differences between setups in the convolutions,
     layers no LoRA here touches (the VAE's) included, for a plain-merge tag as for a projected one."""
@@ -235,26 +236,33 @@ def test_seconds_per_image_tag_vs_stacked(webui):
               "both LoRAs stacked": f"{PROMPT} {STACKED}", "no LoRA": PROMPT}
     names = list(setups)
     times: dict[str, list[float]] = {name: [] for name in setups}
+    cpu: dict[str, list[float]] = {name: [] for name in setups}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             one(webui, setups[name])
-            times[name] += [one(webui, setups[name])[2] for _ in range(2)]
-    median = {name: float(np.median(t)) for name, t in times.items()}
-    fastest = {name: min(t) for name, t in times.items()}
+            for _ in range(2):
+                times[name].append(one(webui, setups[name])[2])
+                cpu[name].append(webui.last_cpu_seconds)
 
-    def ratio(name):
-        # per round, the setup's pair of images against stacking's in the same round (minutes apart
-        # at most, so a slow drift of the machine cancels); the median of those rounds
-        stacked = times["both LoRAs stacked"]
-        paired = [sum(times[name][2 * r:2 * r + 2]) / sum(stacked[2 * r:2 * r + 2]) for r in range(rounds)]
-        return (f"{median[name] / median['both LoRAs stacked']:.3f} (medians), "
-                f"{fastest[name] / fastest['both LoRAs stacked']:.3f} (fastest), "
+    def ratio(of, name):
+        # the medians' ratio, the fastest images', and per round the setup's pair of images against
+        # stacking's in the same round (minutes apart at most, so a slow drift cancels): their median
+        stacked = of["both LoRAs stacked"]
+        paired = [sum(of[name][2 * r:2 * r + 2]) / sum(stacked[2 * r:2 * r + 2]) for r in range(rounds)]
+        return (f"{float(np.median(of[name])) / float(np.median(stacked)):.3f} (medians), "
+                f"{min(of[name]) / min(stacked):.3f} (fastest), "
                 f"{float(np.median(paired)):.3f} (median of the {rounds} rounds' ratios)")
 
-    parts = ", ".join(f"{name} {median[name]:.2f} ({' '.join(f'{x:.2f}' for x in t)})" for name, t in times.items())
-    report(f"{webui.host}: seconds per 64x64 3-step image (median of {2 * rounds}, after a first image per setup, "
-           f"setup order rotated per round): {parts}; cached tag / stacked = {ratio('tag')}; "
-           f"cached plain-merge tag / stacked = {ratio('tag, plain merge')}")
+    def listing(of):
+        return ", ".join(f"{name} {float(np.median(t)):.2f} ({' '.join(f'{x:.2f}' for x in t)})" for name, t in of.items())
+
+    text = (f"{webui.host}: seconds per 64x64 3-step image (median of {2 * rounds}, after a first image per setup, "
+            f"setup order rotated per round): {listing(times)}; cached tag / stacked = {ratio(times, 'tag')}; "
+            f"cached plain-merge tag / stacked = {ratio(times, 'tag, plain merge')}")
+    if all(x is not None for t in cpu.values() for x in t):
+        text += (f". CPU seconds of the WebUI's processes per image: {listing(cpu)}; cached tag / stacked = "
+                 f"{ratio(cpu, 'tag')}; cached plain-merge tag / stacked = {ratio(cpu, 'tag, plain merge')}")
+    report(text)
 
 
 def test_img2img_uses_the_fusion_and_restores(webui, shots):
