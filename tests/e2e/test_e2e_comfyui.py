@@ -41,14 +41,16 @@ C2, S2 = NAMES["content2"] + ".safetensors", NAMES["style2"] + ".safetensors"
 WRONG_C, WRONG_S = "nplora_e2e_sdxl_content.safetensors", "nplora_e2e_sdxl_style.safetensors"
 
 
-def _folders() -> tuple[Path, Path]:
+def _folders(checkpoint: bool = True) -> tuple[Path, Path]:
+    """The ComfyUI checkout and its Python (skips without); ``checkpoint``: the prepared SD1.5 one
+    must be there too."""
     folder, python = os.environ.get("NPLORA_COMFYUI"), os.environ.get("NPLORA_COMFYUI_PYTHON")
     if not folder or not python:
         pytest.skip("NPLORA_COMFYUI and NPLORA_COMFYUI_PYTHON are not set: no real ComfyUI to test against")
     folder = Path(folder)
     if not (folder / "main.py").is_file() or not (folder / "comfy").is_dir():
         pytest.skip(f"NPLORA_COMFYUI={folder} is not a ComfyUI checkout (no main.py / comfy/)")
-    if not (folder / "models" / "checkpoints" / CKPT).is_file():
+    if checkpoint and not (folder / "models" / "checkpoints" / CKPT).is_file():
         pytest.skip(f"no {CKPT} in {folder}/models/checkpoints: run tools/e2e-hosts/prepare_comfyui.py")
     return folder, Path(python)
 
@@ -402,6 +404,42 @@ def test_a_newer_comfyuis_dit_models_load_every_module_of_the_files(tmp_path):
     # fused qkv as parts: Z-Image 34 x 3, FLUX.2-dev / klein 9B 8 double blocks x 2 x 3, klein 4B 5 x 2 x 3
     for arch, slices in (("zimage", 102), ("flux2", 48), ("flux2klein4b", 30), ("flux2klein9b", 48)):
         assert by[arch, "written"]["slices"] == by[arch, "kohya"]["slices"] == slices, by[arch, "written"]
+
+
+#: the DiTs sampled through ComfyUI's own model code (every tested ComfyUI has their configs)
+SAMPLED = ("flux", "chroma", "qwenimage", "lumina2", "wan1b", "wan5b")
+
+
+def test_the_dits_sample_through_comfyuis_models_as_the_formula_says(tmp_path):
+    """``comfyui_sampling.py`` in ComfyUI's Python (no server, no prepared checkpoint): FLUX.1,
+    Chroma, Qwen-Image, Lumina 2, Wan 1.3B and Wan 2.2 5B at their real width with block 0 of each
+    block list, random weights, loaded as ``UNETLoader`` loads them and sampled (3 Euler steps).
+    The NP-LoRA Loader's model samples what the same checkpoint with W + dW does, dW the NP-LoRA
+    formula computed in float64 from the LoRA factors (fused weights per row slice), to float32
+    rounding, while differing from the two stacked LoRAs by the projection; at mu 0 it is the two
+    stock ``LoraLoader`` patch sets bit for bit; the file NP-LoRA Save writes (float16), loaded by
+    a stock ``LoraLoader`` alone, samples the same to float16 rounding; every table weight of
+    those blocks is patched and ComfyUI's detection gives the model NP-LoRA names."""
+    folder, python = _folders(checkpoint=False)
+    out = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "comfyui_sampling.py"), str(ROOT), str(tmp_path),
+                          *SAMPLED], cwd=folder, capture_output=True, text=True, timeout=3600,
+                         env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["arch"] for r in rows] == list(SAMPLED), out.stdout[-3000:]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["detected"] == r["arch"] and r["finite"], r
+        assert r["fused_patched"] == r["table_weights"] == r["saved_modules"] > 0, r
+        assert r["stacked_vs_base"] > 0.1 and r["fused_vs_stacked"] > 1e-3, r  # the LoRAs and the projection show
+        assert r["fused_vs_reference"] < 1e-5 and r["fused_vs_reference"] < r["fused_vs_stacked"] / 1000, r
+        assert r["mu0_equal_stacked"], r
+        assert r["saved_dtypes"] == ["torch.float16"], r
+        assert r["saved_vs_reference"] < 1e-2 and r["saved_vs_reference"] < r["fused_vs_stacked"] / 10, r
+        report(f"ComfyUI sampled {r['arch']} ({r['comfy_config']}, block 0 of each list, {r['table_weights']} "
+               f"table weights patched): Loader vs W + dW {r['fused_vs_reference']:.1e}, vs stacked "
+               f"{r['fused_vs_stacked']:.1e}, mu 0 = stacked bit for bit, saved float16 file vs W + dW "
+               f"{r['saved_vs_reference']:.1e} ({r['seconds']} s)")
 
 
 def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):

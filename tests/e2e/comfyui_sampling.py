@@ -1,0 +1,219 @@
+"""Run by ``test_e2e_comfyui.py`` with ComfyUI's Python, in the ComfyUI folder: the DiTs sampled
+through ComfyUI's own model code with the NP-LoRA Loader's patches, against the dense formula.
+
+For each architecture named on the command line it
+
+1. writes a random-weight checkpoint of that DiT at its real width with only block 0 of each
+   block list (``double_blocks``, ``single_blocks``, ``transformer_blocks``, ``layers``,
+   ``blocks``; Lumina 2's refiners whole): the model ComfyUI's detection
+   (``comfy.model_detection``) builds from the table's weights of those blocks, on the meta
+   device, gives every key and shape; the values are seeded random numbers (weights scaled by
+   1/sqrt(fan-in), biases small, 1-D scales near 1), float32;
+2. loads it as the ``UNETLoader`` node does (``comfy.sd.load_diffusion_model``) and checks
+   that NP-LoRA's ``arch_of`` names it;
+3. writes a content and a style LoRA (kohya names, rank 4, a module on every table weight of
+   those blocks, fused weights such as FLUX's ``qkv`` / ``linear1`` as one module) and runs the
+   NP-LoRA Loader node (``NpLoraLoader.load``, model only: no CLIP) at mu 0.5 and 0;
+4. samples each model the same way (``comfy.sample.sample``: seeded noise, 3 Euler steps, cfg 1,
+   random text features of the DiT's text width): the base model, the Loader's model at mu 0.5
+   and at 0, two stock ``LoraLoader`` patch sets (``comfy.sd.load_lora_for_models``) and the
+   **reference**: the same checkpoint with every patched weight replaced by W + dW, dW the
+   NP-LoRA formula computed here in float64 from the LoRA factors (``lora_factory.dense_fused``,
+   per row slice of a fused weight; independent of the library), loaded again by ComfyUI.
+
+Prints one JSON line per architecture: relative differences of the sampled latents
+(``||a - b|| / ||b||``), the counts of patched and reference weights, ComfyUI's config class.
+
+    python tests/e2e/comfyui_sampling.py <repository root> <temp folder> <arch> [<arch> ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+#: paths whose block index beyond 0 is dropped (Lumina 2's ``noise_refiner`` / ``context_refiner``
+#: and Chroma's ``distilled_guidance_layer.layers`` do not start with these and stay whole)
+BLOCK_LIST = re.compile(r"^(double_blocks|single_blocks|transformer_blocks|layers|blocks)\.(\d+)\.")
+#: keys ComfyUI's detection (a125cd84) reads that are no LoRA target, hence not in the tables
+DETECTION_KEYS = {
+    "flux": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
+    "chroma": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,), "distilled_guidance_layer.norms.0.scale": (5120,)},
+    "qwenimage": {"txt_norm.weight": (3584,)},
+    "lumina2": {"noise_refiner.0.attention.k_norm.weight": (96,)},
+    "wan1b": {"head.modulation": (1, 2, 1536), "patch_embedding.weight": (1536, 16, 1, 2, 2)},
+    "wan5b": {"head.modulation": (1, 2, 3072), "patch_embedding.weight": (3072, 48, 1, 2, 2)},
+}
+#: the sampled latent (64 x 64 pixels) and the text features: (tokens, width), extra conditioning
+LATENT = {"flux": (1, 16, 8, 8), "chroma": (1, 16, 8, 8), "qwenimage": (1, 16, 1, 8, 8), "lumina2": (1, 16, 8, 8),
+          "wan1b": (1, 16, 1, 8, 8), "wan5b": (1, 48, 1, 4, 4)}
+TEXT = {"flux": 4096, "chroma": 4096, "qwenimage": 3584, "lumina2": 2304, "wan1b": 4096, "wan5b": 4096}
+MU, C = 0.5, 0.5 / 1.5
+
+
+def kept(path: str) -> bool:
+    m = BLOCK_LIST.match(path)
+    return m is None or m.group(2) == "0"
+
+
+def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
+    """Write ``path``: the reduced DiT's state dict (see the module docstring). Returns it."""
+    import comfy.model_detection
+    import lora_factory as lf
+    from safetensors.torch import save_file
+
+    meta = {r["name"].split(".", 1)[1] + ".weight": torch.empty(r["shape"], device="meta") for r in lf.table(arch)
+            if r["name"].startswith("unet.") and ":" not in r["name"] and kept(r["name"].split(".", 1)[1])}
+    meta.update({k: torch.empty(s, device="meta") for k, s in DETECTION_KEYS[arch].items()})
+    config = comfy.model_detection.model_config_from_unet(meta, "")
+    if config is None:
+        raise RuntimeError(f"ComfyUI's detection found no model in the reduced {arch} checkpoint")
+    shapes = {k[len("diffusion_model."):]: v.shape for k, v in config.get_model({}, device="meta").state_dict().items()
+              if k.startswith("diffusion_model.")}
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k in sorted(shapes):
+        shape = shapes[k]
+        x = torch.randn(shape, generator=g)
+        if len(shape) >= 2:
+            x /= (x[0].numel() ** 0.5)
+        elif k.endswith("bias"):
+            x *= 0.02
+        else:  # a norm's scale, a pad token, ...
+            x = 1 + 0.1 * x
+        sd[k] = x.contiguous()
+    save_file(sd, str(path))
+    return sd
+
+
+def table_rows(arch: str) -> list[dict]:
+    """The table's weights of the kept blocks (fused ones as one row), LoRA targets only."""
+    import lora_factory as lf
+
+    return [r for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
+            and r["kind"] != "norm" and kept(r["name"].split(".", 1)[1])]
+
+
+def reference_weights(arch: str, base: dict, rows: list[dict], content, style) -> dict:
+    """W + dW for every row: dW = dW_s + dW_c (I - c V V^T) per canonical module (a fused weight's
+    row slices one by one, stacked), float64, from the files' ground truth."""
+    import lora_factory as lf
+
+    out = dict(base)
+    for r in rows:
+        key = r["name"].split(".", 1)[1] + ".weight"
+        parts = lf.parts_of(arch, r) or [r]
+        dw = torch.cat([lf.dense_fused(style.truth[p["name"]], content.truth[p["name"]], 1.0, 1.0, C)
+                        for p in parts], dim=0)
+        w = base[key]
+        out[key] = (w.double() + dw.reshape(w.shape)).float().contiguous()
+    return out
+
+
+def sample(patcher, arch: str, cond: list, seed: int = 7) -> torch.Tensor:
+    import comfy.sample
+
+    latent = torch.zeros(LATENT[arch])
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(patcher, noise, 3, 1.0, "euler", "simple", cond, cond, latent, seed=seed).float()
+
+
+def conditioning(arch: str) -> list:
+    g = torch.Generator().manual_seed(11)
+    extra = {}
+    if arch in ("flux", "chroma"):  # Chroma's model config is FLUX's: it reads a pooled output, then ignores it
+        extra = {"pooled_output": torch.randn(1, 768, generator=g), "guidance": 3.5}
+    elif arch == "lumina2":  # its model takes the caption's token count from the mask
+        extra = {"attention_mask": torch.ones(1, 8, dtype=torch.long)}
+    return [[torch.randn(1, 8, TEXT[arch], generator=g), extra]]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+def run(arch: str, tmp: Path) -> dict:
+    import comfy.model_management
+    import comfy.sd
+    import comfy.utils
+    import folder_paths
+    import lora_factory as lf
+    from lib_nplora.comfy.models import arch_of
+    from lib_nplora.comfy.nodes import NpLoraLoader, NpLoraSave
+
+    t0 = time.monotonic()
+    ckpt = tmp / f"{arch}-random.safetensors"
+    base_sd = random_checkpoint(arch, ckpt)
+    base = comfy.sd.load_diffusion_model(str(ckpt))
+    loras = tmp / "loras"
+    loras.mkdir(exist_ok=True)
+    # the only loras folder (the node's Save writes into it, never into the checkout's models/)
+    folder_paths.folder_names_and_paths["loras"] = ([str(loras)], folder_paths.folder_names_and_paths["loras"][1])
+    rows = table_rows(arch)
+    content = lf.make_lora(loras / f"{arch}_c.safetensors", arch, rows, rank=4, seed=1)
+    style = lf.make_lora(loras / f"{arch}_s.safetensors", arch, rows, rank=4, seed=2)
+    ref_path = tmp / f"{arch}-reference.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(reference_weights(arch, base_sd, rows, content, style), str(ref_path))
+    reference = comfy.sd.load_diffusion_model(str(ref_path))
+
+    def loader(mu):
+        return NpLoraLoader().load(base, None, content=content.path.name, style=style.path.name, content_weight=1.0,
+                                   style_weight=1.0, mu=mu, hard=False, k=0, scope="unet", method="nplora")[0]
+
+    stacked = base
+    for made in (content, style):
+        lora = comfy.utils.load_torch_file(str(made.path), safe_load=True)
+        stacked = comfy.sd.load_lora_for_models(stacked, None, lora, 1.0, 0.0)[0]
+    fused, mu0 = loader(MU), loader(0.0)
+    saved_name = NpLoraSave().save(f"{arch}_saved", False, content=content.path.name, style=style.path.name,
+                                   content_weight=1.0, style_weight=1.0, mu=MU, hard=False, k=0, scope="unet",
+                                   method="nplora")["result"][0]
+    saved_sd = comfy.utils.load_torch_file(str(loras / saved_name), safe_load=True)
+    saved = comfy.sd.load_lora_for_models(base, None, saved_sd, 1.0, 0.0)[0]
+    cond = conditioning(arch)
+    out = {}
+    for name, m in (("base", base), ("fused", fused), ("mu0", mu0), ("stacked", stacked), ("reference", reference),
+                    ("saved", saved)):
+        out[name] = sample(m, arch, cond)
+        comfy.model_management.unload_all_models()
+    return {"arch": arch, "detected": arch_of(base), "comfy_config": type(base.model.model_config).__name__,
+            "table_weights": len(rows), "fused_patched": len({k if isinstance(k, str) else k[0] for k in fused.patches}),
+            "finite": all(bool(torch.isfinite(v).all()) for v in out.values()),
+            "fused_vs_reference": rel(out["fused"], out["reference"]),
+            "fused_vs_stacked": rel(out["fused"], out["stacked"]), "fused_vs_base": rel(out["fused"], out["base"]),
+            "mu0_vs_stacked": rel(out["mu0"], out["stacked"]), "mu0_equal_stacked": bool(torch.equal(out["mu0"], out["stacked"])),
+            "stacked_vs_base": rel(out["stacked"], out["base"]),
+            "saved_vs_reference": rel(out["saved"], out["reference"]),
+            "saved_dtypes": sorted({str(v.dtype) for k, v in saved_sd.items() if k.endswith("weight")}),
+            "saved_modules": len({k.rsplit(".lora_", 1)[0] for k in saved_sd if ".lora_" in k}), "seconds": round(time.monotonic() - t0, 1)}
+
+
+def main() -> None:
+    root, tmp, archs = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+    sys.path[:0] = [os.getcwd(), str(root), str(root / "tests")]  # ComfyUI's folder first
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    sys.argv[1:] = ["--cpu"]
+    for arch in archs:
+        try:
+            row = run(arch, tmp)
+        except Exception as e:  # one row saying why, then the next architecture
+            import traceback
+
+            row = {"arch": arch, "error": f"{type(e).__name__}: {e}"[:400], "trace": traceback.format_exc()[-2000:]}
+        print(json.dumps(row), flush=True)
+        for f in tmp.glob(f"{arch}-*.safetensors"):
+            f.unlink()
+
+
+if __name__ == "__main__":
+    main()
