@@ -26,6 +26,7 @@ scale, so tests can rebuild the exact dense updates.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -375,3 +376,27 @@ def fused_factors(style: Truth | None, content: Truth | None, ws: float, wc: flo
         ups.append(wc * content.scale * content.up)
         downs.append(d)
     return torch.cat(ups, dim=1), torch.cat(downs, dim=0)
+
+
+#: a block list's numbered blocks (``double_blocks.3.``, ``layers.0.``, ...) at the start of a path
+BLOCK_LIST = re.compile(r"^(double_blocks|single_blocks|transformer_blocks|layers|blocks)\.(\d+)\.")
+
+
+def in_first_blocks(path: str) -> bool:
+    """Whether a model path (no ``unet.``) is outside every block list or in its block 0 (the
+    reduced DiTs the hosts' sampling checks build; refiners and guidance layers stay whole)."""
+    m = BLOCK_LIST.match(path)
+    return m is None or m.group(2) == "0"
+
+
+def reference_weights(arch: str, base: dict, rows: list[dict], content: Made, style: Made, c: float) -> dict:
+    """``base`` (model path + ``.weight`` -> W) with every row's weight replaced by W + dW, dW the
+    NP-LoRA formula (weights 1) of the two files' ground truth, per canonical module (a fused
+    weight's row slices one by one, stacked), computed in float64, returned float32."""
+    out = dict(base)
+    for r in rows:
+        key = r["name"].split(".", 1)[1] + ".weight"
+        dw = torch.cat([dense_fused(style.truth[p["name"]], content.truth[p["name"]], 1.0, 1.0, c)
+                        for p in parts_of(arch, r) or [r]], dim=0)
+        out[key] = (base[key].double() + dw.reshape(base[key].shape)).float().contiguous()
+    return out

@@ -31,16 +31,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-#: paths whose block index beyond 0 is dropped (Lumina 2's ``noise_refiner`` / ``context_refiner``
-#: and Chroma's ``distilled_guidance_layer.layers`` do not start with these and stay whole)
-BLOCK_LIST = re.compile(r"^(double_blocks|single_blocks|transformer_blocks|layers|blocks)\.(\d+)\.")
 #: keys ComfyUI's detection (a125cd84) reads that are no LoRA target, hence not in the tables
 DETECTION_KEYS = {
     "flux": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
@@ -57,11 +53,6 @@ TEXT = {"flux": 4096, "chroma": 4096, "qwenimage": 3584, "lumina2": 2304, "wan1b
 MU, C = 0.5, 0.5 / 1.5
 
 
-def kept(path: str) -> bool:
-    m = BLOCK_LIST.match(path)
-    return m is None or m.group(2) == "0"
-
-
 def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
     """Write ``path``: the reduced DiT's state dict (see the module docstring). Returns it."""
     import comfy.model_detection
@@ -69,7 +60,7 @@ def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
     from safetensors.torch import save_file
 
     meta = {r["name"].split(".", 1)[1] + ".weight": torch.empty(r["shape"], device="meta") for r in lf.table(arch)
-            if r["name"].startswith("unet.") and ":" not in r["name"] and kept(r["name"].split(".", 1)[1])}
+            if r["name"].startswith("unet.") and ":" not in r["name"] and lf.in_first_blocks(r["name"].split(".", 1)[1])}
     meta.update({k: torch.empty(s, device="meta") for k, s in DETECTION_KEYS[arch].items()})
     config = comfy.model_detection.model_config_from_unet(meta, "")
     if config is None:
@@ -97,23 +88,7 @@ def table_rows(arch: str) -> list[dict]:
     import lora_factory as lf
 
     return [r for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
-            and r["kind"] != "norm" and kept(r["name"].split(".", 1)[1])]
-
-
-def reference_weights(arch: str, base: dict, rows: list[dict], content, style) -> dict:
-    """W + dW for every row: dW = dW_s + dW_c (I - c V V^T) per canonical module (a fused weight's
-    row slices one by one, stacked), float64, from the files' ground truth."""
-    import lora_factory as lf
-
-    out = dict(base)
-    for r in rows:
-        key = r["name"].split(".", 1)[1] + ".weight"
-        parts = lf.parts_of(arch, r) or [r]
-        dw = torch.cat([lf.dense_fused(style.truth[p["name"]], content.truth[p["name"]], 1.0, 1.0, C)
-                        for p in parts], dim=0)
-        w = base[key]
-        out[key] = (w.double() + dw.reshape(w.shape)).float().contiguous()
-    return out
+            and r["kind"] != "norm" and lf.in_first_blocks(r["name"].split(".", 1)[1])]
 
 
 def sample(patcher, arch: str, cond: list, seed: int = 7) -> torch.Tensor:
@@ -161,7 +136,7 @@ def run(arch: str, tmp: Path) -> dict:
     ref_path = tmp / f"{arch}-reference.safetensors"
     from safetensors.torch import save_file
 
-    save_file(reference_weights(arch, base_sd, rows, content, style), str(ref_path))
+    save_file(lf.reference_weights(arch, base_sd, rows, content, style, C), str(ref_path))
     reference = comfy.sd.load_diffusion_model(str(ref_path))
 
     def loader(mu):

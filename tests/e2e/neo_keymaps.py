@@ -55,8 +55,9 @@ class KModelView:
         return {f"diffusion_model.{k}": v for k, v in self.diffusion_model.state_dict().items()}
 
 
-def main() -> None:
-    root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+def neo_imports(root: Path):
+    """Make Neo's ``backend`` importable as Neo does, run from the Neo folder; returns the
+    ``tools/check_host_layouts.py`` module (its ``NEO`` configs)."""
     # Neo's folder first, and its vendored packages as modules_forge/initialization.py adds them
     sys.path[:0] = [os.getcwd(), str(Path.cwd() / "modules_forge" / "packages"), str(root), str(root / "tests")]
     sys.argv[1:] = ["--always-cpu"]  # backend.args parses the command line when imported
@@ -64,6 +65,12 @@ def main() -> None:
     layouts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(layouts)
     import backend.memory_management  # noqa: F401  (first, as Neo imports it: backend.patcher.lora needs it loaded)
+    return layouts
+
+
+def main() -> None:
+    root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+    layouts = neo_imports(root)
     from backend.patcher.lora import load_lora, model_lora_keys_unet
     from safetensors.torch import load_file
 

@@ -32,10 +32,7 @@ Prints one JSON line per model (relative differences ``||a - b|| / ||b||`` of th
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
-import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -50,17 +47,11 @@ MODELS = {"zimage": ("Tongyi-MAI/Z-Image-Turbo", {"n_layers": 1}),
           "lumina2": ("neta-art/Neta-Lumina", {"n_layers": 1}),
           "wan1b": ("Wan-AI/Wan2.1-T2V-14B", {"num_layers": 1}),
           "flux": ("black-forest-labs/FLUX.1-dev", {"depth": 1, "depth_single_blocks": 1})}
-BLOCK_LIST = re.compile(r"^(double_blocks|single_blocks|transformer_blocks|layers|blocks)\.(\d+)\.")
 #: the latent (64 x 64 pixels), the text width and the model's extra inputs
 LATENT = {"zimage": (1, 16, 8, 8), "qwenimage": (1, 16, 1, 8, 8), "chroma": (1, 16, 8, 8), "lumina2": (1, 16, 8, 8),
           "wan1b": (1, 16, 1, 8, 8), "flux": (1, 16, 8, 8)}
 TEXT = {"zimage": 2560, "qwenimage": 3584, "chroma": 4096, "lumina2": 2304, "wan1b": 4096, "flux": 4096}
 C = 0.5 / 1.5
-
-
-def kept(path: str) -> bool:
-    m = BLOCK_LIST.match(path)
-    return m is None or m.group(2) == "0"
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> None:
@@ -110,12 +101,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
-    sys.path[:0] = [os.getcwd(), str(Path.cwd() / "modules_forge" / "packages"), str(root), str(root / "tests")]
-    sys.argv[1:] = ["--always-cpu"]  # backend.args parses the command line when imported
-    spec = importlib.util.spec_from_file_location("check_host_layouts", root / "tools" / "check_host_layouts.py")
-    layouts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(layouts)
-    import backend.memory_management  # noqa: F401  (first, as Neo imports it)
+    import neo_keymaps
+
+    layouts = neo_keymaps.neo_imports(root)
     from backend.modules.k_model import KModel
     from backend.modules.k_prediction import PredictionFlux
     from backend.patcher.base import ModelPatcher
@@ -127,7 +115,7 @@ def main() -> None:
     from lib_nplora.fusion.merge import fuse
     from lib_nplora.params import FuseParams
 
-    flux = importlib.import_module("neo_keymaps").FLUX
+    flux = neo_keymaps.FLUX
     for arch, (repo, blocks) in MODELS.items():
         t0 = time.monotonic()
         module, cls, cfg = (flux if arch == "flux" else layouts.NEO[arch])
@@ -144,7 +132,7 @@ def main() -> None:
         base_sd = {k: v.clone() for k, v in dit.state_dict().items()}
 
         rows = [r for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
-                and r["kind"] != "norm" and kept(r["name"].split(".", 1)[1])]
+                and r["kind"] != "norm" and lf.in_first_blocks(r["name"].split(".", 1)[1])]
         c_path, s_path = tmp / f"{arch}_c.safetensors", tmp / f"{arch}_s.safetensors"
         content_truth = lf.make_lora(c_path, arch, rows, rank=4, seed=1)
         style_truth = lf.make_lora(s_path, arch, rows, rank=4, seed=2)
@@ -180,14 +168,7 @@ def main() -> None:
         restored = all(torch.equal(v, base_sd[k]) for k, v in dit.state_dict().items())
         out["base_again"] = sample(kmodel, arch)
 
-        ref = dict(base_sd)
-        for r in rows:
-            key = r["name"].split(".", 1)[1] + ".weight"
-            parts = lf.parts_of(arch, r) or [r]
-            dw = torch.cat([lf.dense_fused(style_truth.truth[p["name"]], content_truth.truth[p["name"]], 1.0, 1.0, C)
-                            for p in parts], dim=0)
-            ref[key] = (base_sd[key].double() + dw.reshape(base_sd[key].shape)).float()
-        dit.load_state_dict(ref)
+        dit.load_state_dict(lf.reference_weights(arch, base_sd, rows, content_truth, style_truth, C))
         out["reference"] = sample(kmodel, arch)
         print(json.dumps({"arch": arch, "table_weights": len(rows), **counts,
                           "finite": all(bool(torch.isfinite(v).all()) for v in out.values()),
@@ -198,7 +179,7 @@ def main() -> None:
                           "seconds": round(time.monotonic() - t0, 1)}), flush=True)
         for p in (c_path, s_path):
             p.unlink()
-        del dit, kmodel, patcher, fused, stacked, base_sd, ref
+        del dit, kmodel, patcher, fused, stacked, base_sd
 
 
 if __name__ == "__main__":
