@@ -389,6 +389,29 @@ def in_first_blocks(path: str) -> bool:
     return m is None or m.group(2) == "0"
 
 
+def first_block_rows(arch: str) -> list[dict]:
+    """The table's denoiser weights of those reduced models (fused ones as one row, no norms)."""
+    return [r for r in table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
+            and r["kind"] != "norm" and in_first_blocks(r["name"].split(".", 1)[1])]
+
+
+def random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded float32 values for a model's state dict, drawn in sorted key order: weights
+    (>= 2-D) scaled by 1/sqrt(fan-in), biases small, other 1-D tensors (norm scales) near 1."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k in sorted(shapes):
+        x = torch.randn(shapes[k], generator=g)
+        if len(shapes[k]) >= 2:
+            x /= x[0].numel() ** 0.5
+        elif k.endswith("bias"):
+            x *= 0.02
+        else:
+            x = 1 + 0.1 * x
+        out[k] = x.contiguous()
+    return out
+
+
 def reference_weights(arch: str, base: dict, rows: list[dict], content: Made, style: Made, c: float) -> dict:
     """``base`` (model path + ``.weight`` -> W) with every row's weight replaced by W + dW, dW the
     NP-LoRA formula (weights 1) of the two files' ground truth, per canonical module (a fused

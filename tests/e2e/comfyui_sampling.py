@@ -67,28 +67,9 @@ def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
         raise RuntimeError(f"ComfyUI's detection found no model in the reduced {arch} checkpoint")
     shapes = {k[len("diffusion_model."):]: v.shape for k, v in config.get_model({}, device="meta").state_dict().items()
               if k.startswith("diffusion_model.")}
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k in sorted(shapes):
-        shape = shapes[k]
-        x = torch.randn(shape, generator=g)
-        if len(shape) >= 2:
-            x /= (x[0].numel() ** 0.5)
-        elif k.endswith("bias"):
-            x *= 0.02
-        else:  # a norm's scale, a pad token, ...
-            x = 1 + 0.1 * x
-        sd[k] = x.contiguous()
+    sd = lf.random_weights(shapes, seed)
     save_file(sd, str(path))
     return sd
-
-
-def table_rows(arch: str) -> list[dict]:
-    """The table's weights of the kept blocks (fused ones as one row), LoRA targets only."""
-    import lora_factory as lf
-
-    return [r for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
-            and r["kind"] != "norm" and lf.in_first_blocks(r["name"].split(".", 1)[1])]
 
 
 def sample(patcher, arch: str, cond: list, seed: int = 7) -> torch.Tensor:
@@ -130,7 +111,7 @@ def run(arch: str, tmp: Path) -> dict:
     loras.mkdir(exist_ok=True)
     # the only loras folder (the node's Save writes into it, never into the checkout's models/)
     folder_paths.folder_names_and_paths["loras"] = ([str(loras)], folder_paths.folder_names_and_paths["loras"][1])
-    rows = table_rows(arch)
+    rows = lf.first_block_rows(arch)
     content = lf.make_lora(loras / f"{arch}_c.safetensors", arch, rows, rank=4, seed=1)
     style = lf.make_lora(loras / f"{arch}_s.safetensors", arch, rows, rank=4, seed=2)
     ref_path = tmp / f"{arch}-reference.safetensors"

@@ -54,22 +54,6 @@ TEXT = {"zimage": 2560, "qwenimage": 3584, "chroma": 4096, "lumina2": 2304, "wan
 C = 0.5 / 1.5
 
 
-def randomize(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in sorted(module.state_dict().items()):
-            if not t.is_floating_point():
-                continue
-            x = torch.randn(t.shape, generator=g)
-            if t.dim() >= 2:
-                x /= x[0].numel() ** 0.5
-            elif name.endswith("bias"):
-                x *= 0.02
-            else:
-                x = 1 + 0.1 * x
-            t.copy_(x)
-
-
 def extra_inputs(arch: str, g: torch.Generator) -> dict:
     if arch in ("zimage", "lumina2"):
         return {"num_tokens": 8}  # all 8 caption tokens real: no mask
@@ -123,7 +107,8 @@ def main() -> None:
         with torch.device("meta"):
             dit = getattr(importlib.import_module(module), cls)(**cfg)
         dit = dit.to_empty(device="cpu")
-        randomize(dit)
+        floats = {k: tuple(v.shape) for k, v in dit.state_dict().items() if v.is_floating_point()}
+        dit.load_state_dict(lf.random_weights(floats), strict=False)
         if not hasattr(dit, "config"):
             dit.config = dict(cfg)
         dit.storage_dtype = dit.computation_dtype = torch.float32  # as Neo's loader sets them
@@ -131,8 +116,7 @@ def main() -> None:
         patcher = ModelPatcher(kmodel, torch.device("cpu"), torch.device("cpu"))
         base_sd = {k: v.clone() for k, v in dit.state_dict().items()}
 
-        rows = [r for r in lf.table(arch) if r["name"].startswith("unet.") and ":" not in r["name"]
-                and r["kind"] != "norm" and lf.in_first_blocks(r["name"].split(".", 1)[1])]
+        rows = lf.first_block_rows(arch)
         c_path, s_path = tmp / f"{arch}_c.safetensors", tmp / f"{arch}_s.safetensors"
         content_truth = lf.make_lora(c_path, arch, rows, rank=4, seed=1)
         style_truth = lf.make_lora(s_path, arch, rows, rank=4, seed=2)
