@@ -14,7 +14,7 @@ from lib_nplora.webui.hosts import forge_ldm as forge_ldm_host
 from lib_nplora.webui.hosts import forge_neo as neo_host
 from webui.standins import forge_backend as fb
 from webui.standins import forge_classic as fc
-from webui.standins.forge_neo import StandInNeoNetworks, StandInNunchakuModel
+from webui.standins.forge_neo import StandInNeoNetworks, StandInNunchakuModel, StandInQ4_K, StandInQ8_0, as_gguf
 from webui.test_webui_hosts_common import fake_find_spec
 from webui.test_webui_host_forge import TE1, UNET, P, delta_of, folder, fuse, lora_sd  # noqa: F401 - fixture
 
@@ -136,8 +136,8 @@ def test_nunchaku_model_without_a_lora_list_is_said_and_not_a_crash(folder, tmp_
 
 
 def test_quantized_storage_merges_through_the_hosts_loader(folder, tmp_path):
-    """GGUF / fp8 / nf4 storage: Neo (no online LoRA) merges patches in its LoraLoader; the adapter
-    hands them over the same way, in offline mode, as the builtin does."""
+    """fp8 storage without a "(fp16 LoRA)" choice: Neo merges patches in its LoraLoader; the
+    adapter hands them over the same way, in offline mode, as the builtin does."""
     adapter, networks = neo(folder, tmp_path)
     sd = fb.StandInForgeModel(UNET, TE1)
     sd.forge_objects.unet.model.storage_dtype = torch.float8_e4m3fn
@@ -145,6 +145,87 @@ def test_quantized_storage_merges_through_the_hosts_loader(folder, tmp_path):
     adapter.activate(P(sd), fused)
     idents = list(sd.forge_objects_after_applying_lora.unet.lora_patches)
     assert idents == [("nplora:" + fused.digest, 1.0, 1.0, False)]
+
+
+def gguf_model(gguf_cls):
+    """A stand-in Forge model whose UNet weights are stored as ``gguf_cls`` ("gguf" storage)."""
+    sd = fb.StandInForgeModel(UNET, TE1)
+    km = sd.forge_objects.unet.model
+    km.storage_dtype = "gguf"
+    for key, _ in km.named_parameters():
+        if key.endswith(".weight"):
+            as_gguf(km, key, gguf_cls)
+    return sd
+
+
+@pytest.mark.parametrize("online", [False, True])
+@pytest.mark.parametrize("gguf_cls", [StandInQ8_0, StandInQ4_K])
+def test_gguf_weights_follow_neos_rule_offline_and_online(folder, tmp_path, gguf_cls, online):
+    """Offline (no "(fp16 LoRA)"), Neo merges into the dequantized weight and quantizes it again:
+    the fused LoRA goes in for a type with a PyTorch quantizer (Q8_0); for one without (Q4_K, where
+    Neo's refresh raises NotImplementedError mid-generation) the adapter hands over nothing and
+    says why, naming the type, a weight and the setting that helps. Online, Neo applies the patches
+    at every forward: every type takes the fused LoRA, in online mode."""
+    adapter, networks = neo(folder, tmp_path)
+    networks.dynamic_args["online_lora"] = online
+    sd = gguf_model(gguf_cls)
+    before = sd.forge_objects_after_applying_lora.unet
+    fused = fuse(adapter, "te_content", "te_style", scope="all")
+    if gguf_cls is StandInQ4_K and not online:
+        with pytest.raises(HostError) as e:
+            adapter.activate(P(sd), fused)
+        msg = str(e.value)
+        assert "cannot merge a LoRA into this GGUF model's StandInQ4_K weights" in msg
+        assert "diffusion_model." in msg and "fp16 LoRA" in msg, msg
+        assert sd.forge_objects_after_applying_lora.unet is before  # nothing swapped in
+        assert sd.forge_objects.unet is before
+        return
+    applied = adapter.activate(P(sd), fused)
+    idents = list(sd.forge_objects_after_applying_lora.unet.lora_patches)
+    assert idents == [("nplora:" + fused.digest, 1.0, 1.0, online)]
+    assert applied.modules > 0
+
+
+def test_a_gguf_model_neo_cannot_merge_into_is_said_and_generated_without(folder, tmp_path):
+    """Through the generation hook: the tag's fusion on a Q4_K model offline leaves the model as
+    it was, and the infotext and the console say why and what to choose."""
+    from lib_nplora.app.service import FusionService
+    from lib_nplora.cache import Caches
+    from lib_nplora.app.request import INFOTEXT
+    from lib_nplora.webui import hooks
+    from lib_nplora.webui.accordion import UiValues
+    from lib_nplora.webui.runtime import Runtime
+    from webui.standins.webui_modules import StandInOptions, StandInProcessing, standin_parse_prompt
+
+    adapter, networks = neo(folder, tmp_path)
+    networks.dynamic_args["online_lora"] = False
+    sd = gguf_model(StandInQ4_K)
+    before = sd.forge_objects_after_applying_lora.unet
+    printed = []
+    rt = Runtime(adapter=adapter, service=FusionService(Caches()), opts=lambda: StandInOptions(),
+                 host_device=lambda: torch.device("cpu"), printer=printed.append)
+    prompt = "a dog <nplora:content:style:mu=0.5>"
+    p = StandInProcessing(sd, prompt)
+    hooks.begin_job(rt, p, UiValues())
+    assert hooks.on_pass(rt, p, standin_parse_prompt(prompt)) is None
+    warning = p.extra_generation_params[INFOTEXT["warning"]]
+    assert "GGUF model's StandInQ4_K weights" in warning and "without NP-LoRA" in warning, warning
+    assert any("StandInQ4_K" in line and "fp16 LoRA" in line for line in printed), printed
+    assert sd.forge_objects_after_applying_lora.unet is before and sd.forge_objects.unet is before
+
+
+def test_gguf_text_encoder_weights_are_checked_too(folder, tmp_path):
+    """A GGUF text encoder (Neo loads them: Qwen2.5-VL, T5) whose type cannot be quantized again
+    stops the fusion offline the same way, even when the UNet is not GGUF."""
+    adapter, networks = neo(folder, tmp_path)
+    networks.dynamic_args["online_lora"] = False
+    sd = fb.StandInForgeModel(UNET, TE1)
+    te = sd.forge_objects.clip.cond_stage_model
+    for key, _ in te.named_parameters():
+        as_gguf(te, key, StandInQ4_K)
+    with pytest.raises(HostError, match="StandInQ4_K"):
+        adapter.activate(P(sd), fuse(adapter, "te_content", "te_style", scope="all"))
+    adapter.activate(P(sd), fuse(adapter))  # a UNet-only fusion touches no text-encoder weight
 
 
 # ---------------------------------------------------------------------------- Forge Classic
