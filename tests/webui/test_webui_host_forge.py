@@ -186,6 +186,32 @@ def test_online_mode_follows_the_builtins_rule(folder):
     assert adapter.online_mode(sd.forge_objects) is True
 
 
+@pytest.mark.parametrize("online", [False, True])
+@pytest.mark.parametrize("gguf_cls", [fb.StandInForgeMainQ8_0, fb.StandInForgeMainQ6_K])
+def test_forge_main_gguf_weights_follow_its_rule(folder, gguf_cls, online):
+    """Forge main's GGUF rule (its quantizer signature has no ``parent``): offline, a type it can
+    quantize again (Q8_0) takes the fused LoRA, one it cannot (Q6_K: its refresh would raise
+    NotImplementedError mid-generation) is refused before any patch, naming the type; online
+    ("(fp16 LoRA)") every type takes it."""
+    networks = StandInNetworks(folder)
+    networks.list_available_networks()
+    adapter = forge_host.Adapter(networks, lora_backend=fb, dynamic_args={"online_lora": online}, lora_dir=folder)
+    sd = fb.StandInForgeModel(UNET, TE1)
+    km = sd.forge_objects.unet.model
+    km.storage_dtype = "gguf"
+    for key, _ in km.named_parameters():
+        fb.as_gguf(km, key, gguf_cls)
+    before = sd.forge_objects_after_applying_lora.unet
+    fused = fuse(adapter)
+    if gguf_cls is fb.StandInForgeMainQ6_K and not online:
+        with pytest.raises(HostError, match="Forge cannot merge a LoRA into this GGUF model's StandInForgeMainQ6_K"):
+            adapter.activate(P(sd), fused)
+        assert sd.forge_objects_after_applying_lora.unet is before
+        return
+    adapter.activate(P(sd), fused)
+    assert list(sd.forge_objects_after_applying_lora.unet.lora_patches) == [("nplora:" + fused.digest, 1.0, 1.0, online)]
+
+
 def test_a_repeated_job_gets_the_same_patchers_unless_the_online_rule_changed(folder):
     """§5b: the same fusion over the same base in the next job hands Forge the very same patcher
     objects (its memory manager then reloads and re-merges nothing); a changed online-LoRA rule

@@ -14,7 +14,8 @@ from lib_nplora.webui.hosts import forge_ldm as forge_ldm_host
 from lib_nplora.webui.hosts import forge_neo as neo_host
 from webui.standins import forge_backend as fb
 from webui.standins import forge_classic as fc
-from webui.standins.forge_neo import StandInNeoNetworks, StandInNunchakuModel, StandInQ4_K, StandInQ8_0, as_gguf
+from webui.standins.forge_backend import StandInQ4_K, StandInQ8_0, as_gguf
+from webui.standins.forge_neo import StandInNeoNetworks, StandInNunchakuModel
 from webui.test_webui_hosts_common import fake_find_spec
 from webui.test_webui_host_forge import TE1, UNET, P, delta_of, folder, fuse, lora_sd  # noqa: F401 - fixture
 

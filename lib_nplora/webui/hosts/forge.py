@@ -34,9 +34,11 @@ architecture and module type Forge reads is handled as Forge handles it. They ar
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -56,6 +58,63 @@ def same_parts(a, b) -> bool:
     """Two ForgeObjects hold the very same patchers (Classic copies the objects every batch)."""
     return a is b or (a is not None and b is not None
                       and all(getattr(a, n, None) is getattr(b, n, None) for n in PARTS))
+
+
+def _parameter(root, key: str):
+    """``root``'s tensor at the dotted ``key`` (``diffusion_model.layers.0.attention.qkv.weight``),
+    or None; attribute by attribute, as the host's ``utils.get_attr`` walks it."""
+    obj = root
+    for part in key.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+_REQUANTIZES: dict[type, bool] = {}
+
+
+def _requantizes(gguf_cls) -> bool:
+    """Whether the host can quantize a merged weight back into ``gguf_cls`` (Forge's and Neo's
+    ``LoraLoader.refresh`` call ``gguf_cls.quantize_pytorch``, which calls
+    ``quantize_blocks_pytorch``; the classes without one, the K-quants and IQ types, inherit a
+    ``NotImplementedError``). Found by quantizing one zero block; cached per class."""
+    known = _REQUANTIZES.get(gguf_cls)
+    if known is not None:
+        return known
+    ok = True
+    try:
+        block = getattr(gguf_cls, "block_size", None) or 32
+        args = [torch.zeros(1, block), block, getattr(gguf_cls, "type_size", 0)]
+        fn = gguf_cls.quantize_blocks_pytorch
+        try:  # Neo: (blocks, block_size, type_size, parent); Forge main: (blocks, block_size, type_size)
+            with_parent = len(inspect.signature(fn).parameters) >= 4
+        except (TypeError, ValueError):
+            with_parent = True
+        if with_parent:
+            args.append(SimpleNamespace(computation_dtype=torch.float16))
+        fn(*args)
+    except NotImplementedError:
+        ok = False
+    except Exception:  # any other failure is not this rule's to judge: the host decides
+        ok = True
+    _REQUANTIZES[gguf_cls] = ok
+    return ok
+
+
+def unmergeable_gguf(patcher, keys) -> dict[str, list[str]]:
+    """GGUF type name -> the ``keys`` of ``patcher``'s model stored in that type that the host's
+    offline merge cannot quantize again (empty when every patched weight can take a merged LoRA).
+    ``patcher``: a UNet patcher or a CLIP (its ``patcher``)."""
+    patcher = getattr(patcher, "patcher", patcher)
+    model = getattr(patcher, "model", None)
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        w = _parameter(model, key if isinstance(key, str) else key[0])
+        gguf_cls = getattr(w, "gguf_cls", None)
+        if gguf_cls is not None and not _requantizes(gguf_cls):
+            out.setdefault(getattr(gguf_cls, "__name__", str(gguf_cls)), []).append(str(key))
+    return out
 
 
 @dataclass
@@ -89,6 +148,7 @@ class Adapter(HostAdapter):
     """Forge with the ``backend/`` patcher (``ModelPatcher.lora_patches``, identifier-keyed)."""
 
     name = "forge"
+    label = "Forge"
     backend_module = "backend.patcher.lora"
 
     def __init__(self, networks, lora_backend=None, dynamic_args=None, shared=None, lora_dir=None):
@@ -125,6 +185,21 @@ class Adapter(HostAdapter):
         if storage in (torch.float32, torch.float16, torch.bfloat16):
             online = False
         return online
+
+    def refuse_unmergeable(self, unet, unet_keys, clip, clip_keys) -> None:
+        """HostError when an offline merge would reach GGUF weights the host cannot quantize again
+        (its refresh would raise mid-generation): nothing is handed over, the job says why."""
+        bad = unmergeable_gguf(unet, unet_keys)
+        if clip is not None:
+            for name, keys in unmergeable_gguf(clip, clip_keys).items():
+                bad.setdefault(name, []).extend(keys)
+        if bad:
+            n = sum(len(v) for v in bad.values())
+            raise HostError(f"{self.label} cannot merge a LoRA into this GGUF model's {', '.join(sorted(bad))} "
+                            f"weights ({n} of the fused LoRA's, e.g. {next(iter(bad.values()))[0]}): it cannot "
+                            "quantize them again",
+                            hint='In "Diffusion in Low Bits" choose "Automatic (fp16 LoRA)" (LoRAs are then '
+                                 "applied at every step), or use a Q8_0 / Q5_0 / Q4_0 GGUF")
 
     def add_patches(self, patcher, patches: dict, ident: str, online: bool):
         """Clone ``patcher`` and add ``patches`` under ``ident``: (clone, accepted keys)."""
@@ -190,6 +265,8 @@ class Adapter(HostAdapter):
         if not unet_keys and not clip_keys:
             raise HostError("none of the fused modules fits the loaded model",
                             hint="Check that both LoRAs were made for the loaded checkpoint's base model")
+        if not online:
+            self.refuse_unmergeable(unet, unet_keys, clip, clip_keys)
         new = base.shallow_copy()
         new.unet = unet if unet_keys else base.unet
         new.clip = clip if clip_keys else base.clip

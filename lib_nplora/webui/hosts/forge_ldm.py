@@ -29,6 +29,7 @@ class Adapter(ForgeAdapter):
     """Old Forge / reForge (``ldm_patched`` patchers with a ``patches`` dict)."""
 
     name = "forge_ldm"
+    label = "Forge Classic / reForge"
     backend_module = "ldm_patched.modules.lora"
 
     def check_patcher(self, patcher) -> None:

@@ -24,8 +24,9 @@ So this adapter hands Neo's loader the fused LoRA as a state dict in the naming 
 (``formats.writer.to_state_dict``: kohya names, per architecture as the writer knows it) under
 the identifier ``nplora:<digest>``, on clones of the base patchers, and swaps those in as the
 Forge adapter does. Every architecture whose LoRAs Neo loads takes the fused one the same way.
-Offline on GGUF weights of a type Neo cannot quantize again, no patch is handed over: the job says
-why and generates without NP-LoRA (a stock LoRA stops that generation with Neo's error).
+Offline on GGUF weights of a type Neo cannot quantize again, no patch is handed over
+(``forge.unmergeable_gguf``, Forge main has the same rule): the job says why and generates without
+NP-LoRA (a stock LoRA stops that generation with Neo's error).
 For Nunchaku it follows Neo's rule: the fused LoRA is written once per fusion to a file
 (``file_dir``, atomically) and appended to the model's LoRA list, and taken out again when NP-LoRA
 is off; Nunchaku models take no text-encoder LoRA, which the report says.
@@ -38,9 +39,6 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from types import SimpleNamespace
-
-import torch
 
 from ...formats.writer import save_fused, to_state_dict
 from ...fused import FusedLora
@@ -72,57 +70,11 @@ def _is_text_encoder_module(name: str) -> bool:
     return not name.startswith("unet.")
 
 
-def _parameter(root, key: str):
-    """``root``'s tensor at the dotted ``key`` (``diffusion_model.layers.0.attention.qkv.weight``),
-    or None; attribute by attribute, as Neo's ``utils.get_attr`` walks it."""
-    obj = root
-    for part in key.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
-_REQUANTIZES: dict[type, bool] = {}
-
-
-def _requantizes(gguf_cls) -> bool:
-    """Whether Neo can quantize a merged weight back into ``gguf_cls`` (its ``LoraLoader.refresh``
-    calls ``gguf_cls.quantize_pytorch``, which calls ``quantize_blocks_pytorch``; the classes
-    without one inherit a ``NotImplementedError``). Found by quantizing one zero block; cached."""
-    known = _REQUANTIZES.get(gguf_cls)
-    if known is not None:
-        return known
-    ok = True
-    try:
-        block = getattr(gguf_cls, "block_size", None) or 32
-        gguf_cls.quantize_blocks_pytorch(torch.zeros(1, block), block, getattr(gguf_cls, "type_size", 0),
-                                         SimpleNamespace(computation_dtype=torch.float16))
-    except NotImplementedError:
-        ok = False
-    except Exception:  # any other failure is not this rule's to judge: the host decides
-        ok = True
-    _REQUANTIZES[gguf_cls] = ok
-    return ok
-
-
-def unmergeable_gguf(patcher, keys) -> dict[str, list[str]]:
-    """GGUF type name -> the ``keys`` of ``patcher``'s model stored in that type that Neo's offline
-    merge cannot quantize again (empty when every patched weight can take a merged LoRA)."""
-    model = getattr(patcher, "model", None)
-    out: dict[str, list[str]] = {}
-    for key in keys:
-        w = _parameter(model, key if isinstance(key, str) else key[0])
-        gguf_cls = getattr(w, "gguf_cls", None)
-        if gguf_cls is not None and not _requantizes(gguf_cls):
-            out.setdefault(getattr(gguf_cls, "__name__", str(gguf_cls)), []).append(str(key))
-    return out
-
-
 class Adapter(ForgeAdapter):
     """Forge Neo: patches built by the builtin's ``load_lora_for_models``; Nunchaku by file."""
 
     name = "forge_neo"
+    label = "Forge Neo"
 
     def __init__(self, networks, lora_backend=None, dynamic_args=None, shared=None, lora_dir=None,
                  file_dir: str | os.PathLike | None = None):
@@ -194,16 +146,7 @@ class Adapter(ForgeAdapter):
                             "(its console line '[LORA] …' says why)",
                             hint="Check that both LoRAs were made for the loaded checkpoint's base model")
         if not online:
-            bad = unmergeable_gguf(unet, unet_keys)
-            for name, keys in unmergeable_gguf(getattr(clip, "patcher", clip), clip_keys).items():
-                bad.setdefault(name, []).extend(keys)
-            if bad:
-                n = sum(len(v) for v in bad.values())
-                raise HostError(f"Forge Neo cannot merge a LoRA into this GGUF model's {', '.join(sorted(bad))} "
-                                f"weights ({n} of the fused LoRA's, e.g. {next(iter(bad.values()))[0]}): it "
-                                "cannot quantize them again",
-                                hint='In "Diffusion in Low Bits" choose "Automatic (fp16 LoRA)" (Neo then applies '
-                                     "LoRAs at every step), or use a Q8_0 / Q5_0 / Q4_0 GGUF")
+            self.refuse_unmergeable(unet, unet_keys, clip, clip_keys)
         new = base.shallow_copy()
         new.unet = unet if unet_keys else base.unet
         new.clip = clip if clip_keys else base.clip

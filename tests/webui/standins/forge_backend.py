@@ -355,3 +355,66 @@ def standin_ldm_builtin_lora(sd, loras: list[tuple[str, dict]]):
         clip.add_patches(patches, 1.0)
     sd.forge_objects.unet, sd.forge_objects.clip = unet, clip
     sd.forge_objects_after_applying_lora = sd.forge_objects.shallow_copy()
+
+
+# ---------------------------------------------------------------------------- GGUF storage
+#
+# Mirrored: Forge Neo's ``modules_forge/packages/gguf/quants.py`` at 283cb2c4 and Forge main's
+# ``packages_3rdparty/gguf/quants.py``. Every quant type is a class with ``block_size``,
+# ``type_size`` and the classmethod ``quantize_blocks_pytorch``: ``(blocks, block_size, type_size,
+# parent)`` in Neo (``parent``: the ParameterGGUF, read for ``computation_dtype``), ``(blocks,
+# block_size, type_size)`` in Forge main; in both the base class's raises
+# ``NotImplementedError("Low bit LoRA for this data type is not implemented yet…")`` and only Q4_0,
+# Q5_0 and Q8_0 define their own. The GGUF parameter carries its type as ``gguf_cls``;
+# ``LoraLoader.refresh`` offline dequantizes, merges, then calls ``gguf_cls.quantize_pytorch``
+# (-> ``quantize_blocks_pytorch``).
+
+
+class StandInGGUFQuant:
+    block_size, type_size = 32, 34
+
+    @classmethod
+    def quantize_blocks_pytorch(cls, blocks, block_size, type_size, parent):
+        raise NotImplementedError("Low bit LoRA for this data type is not implemented yet.")
+
+
+class StandInQ8_0(StandInGGUFQuant):
+    """A type with a PyTorch quantizer (the bytes are not GGML's: only that it returns matters)."""
+
+    @classmethod
+    def quantize_blocks_pytorch(cls, blocks, block_size, type_size, parent):
+        return torch.zeros(blocks.shape[0], type_size, dtype=torch.uint8)
+
+
+class StandInQ4_K(StandInGGUFQuant):
+    block_size, type_size = 256, 144
+
+
+class StandInForgeMainGGUFQuant:
+    """Forge main's signature (no ``parent``)."""
+
+    block_size, type_size = 32, 34
+
+    @classmethod
+    def quantize_blocks_pytorch(cls, blocks, block_size, type_size):
+        raise NotImplementedError("Low bit LoRA for this data type is not implemented yet.")
+
+
+class StandInForgeMainQ8_0(StandInForgeMainGGUFQuant):
+    @classmethod
+    def quantize_blocks_pytorch(cls, blocks, block_size, type_size):
+        return torch.zeros(blocks.shape[0], type_size, dtype=torch.uint8)
+
+
+class StandInForgeMainQ6_K(StandInForgeMainGGUFQuant):
+    block_size, type_size = 256, 210
+
+
+def as_gguf(module: torch.nn.Module, key: str, gguf_cls) -> None:
+    """Mark ``module``'s parameter at ``key`` as stored in ``gguf_cls`` (Neo's ``ParameterGGUF``
+    keeps its type in ``gguf_cls``; the values stay float so the stand-in loader can merge them)."""
+    *path, name = key.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part)
+    getattr(owner, name).gguf_cls = gguf_cls
