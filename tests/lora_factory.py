@@ -412,11 +412,13 @@ def random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[st
     return out
 
 
-def reference_weights(arch: str, base: dict, rows: list[dict], content: Made, style: Made, c: float) -> dict:
+def reference_weights(arch: str, base: dict, rows: list[dict], content: Made, style: Made, c: float,
+                      in_place: bool = False) -> dict:
     """``base`` (model path + ``.weight`` -> W) with every row's weight replaced by W + dW, dW the
     NP-LoRA formula (weights 1) of the two files' ground truth, per canonical module (a fused
-    weight's row slices one by one, stacked), computed in float64, returned float32."""
-    out = dict(base)
+    weight's row slices one by one, stacked), computed in float64, returned float32.
+    ``in_place``: replace them in ``base`` itself (no second model in memory)."""
+    out = base if in_place else dict(base)
     for r in rows:
         key = r["name"].split(".", 1)[1] + ".weight"
         dw = torch.cat([dense_fused(style.truth[p["name"]], content.truth[p["name"]], 1.0, 1.0, c)

@@ -29,6 +29,7 @@ Prints one JSON line per architecture: relative differences of the sampled laten
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -45,11 +46,15 @@ DETECTION_KEYS = {
     "lumina2": {"noise_refiner.0.attention.k_norm.weight": (96,)},
     "wan1b": {"head.modulation": (1, 2, 1536), "patch_embedding.weight": (1536, 16, 1, 2, 2)},
     "wan5b": {"head.modulation": (1, 2, 3072), "patch_embedding.weight": (3072, 48, 1, 2, 2)},
+    # ComfyUIs with Z-Image and FLUX.2 configs (3cd7b32f): Z-Image by its width and pad tokens
+    "zimage": {"noise_refiner.0.attention.k_norm.weight": (128,), "x_pad_token": (1, 3840), "cap_pad_token": (1, 3840)},
+    "flux2": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
 }
 #: the sampled latent (64 x 64 pixels) and the text features: (tokens, width), extra conditioning
 LATENT = {"flux": (1, 16, 8, 8), "chroma": (1, 16, 8, 8), "qwenimage": (1, 16, 1, 8, 8), "lumina2": (1, 16, 8, 8),
-          "wan1b": (1, 16, 1, 8, 8), "wan5b": (1, 48, 1, 4, 4)}
-TEXT = {"flux": 4096, "chroma": 4096, "qwenimage": 3584, "lumina2": 2304, "wan1b": 4096, "wan5b": 4096}
+          "wan1b": (1, 16, 1, 8, 8), "wan5b": (1, 48, 1, 4, 4), "zimage": (1, 16, 8, 8), "flux2": (1, 128, 4, 4)}
+TEXT = {"flux": 4096, "chroma": 4096, "qwenimage": 3584, "lumina2": 2304, "wan1b": 4096, "wan5b": 4096,
+        "zimage": 2560, "flux2": 15360}
 MU, C = 0.5, 0.5 / 1.5
 
 
@@ -57,7 +62,6 @@ def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
     """Write ``path``: the reduced DiT's state dict (see the module docstring). Returns it."""
     import comfy.model_detection
     import lora_factory as lf
-    from safetensors.torch import save_file
 
     meta = {r["name"].split(".", 1)[1] + ".weight": torch.empty(r["shape"], device="meta") for r in lf.table(arch)
             if r["name"].startswith("unet.") and ":" not in r["name"] and lf.in_first_blocks(r["name"].split(".", 1)[1])}
@@ -68,8 +72,16 @@ def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
     shapes = {k[len("diffusion_model."):]: v.shape for k, v in config.get_model({}, device="meta").state_dict().items()
               if k.startswith("diffusion_model.")}
     sd = lf.random_weights(shapes, seed)
-    save_file(sd, str(path))
+    write(sd, path)
     return sd
+
+
+def write(sd: dict, path: Path) -> None:
+    """A safetensors file, streamed tensor by tensor (``safetensors.torch.save_file`` holds a byte
+    copy of the whole model: twice FLUX.2's 9 GB); read back by the safetensors library."""
+    from lib_nplora.formats.safetensors_file import write_file
+
+    write_file(path, sd, overwrite=True)
 
 
 def sample(patcher, arch: str, cond: list, seed: int = 7) -> torch.Tensor:
@@ -83,9 +95,9 @@ def sample(patcher, arch: str, cond: list, seed: int = 7) -> torch.Tensor:
 def conditioning(arch: str) -> list:
     g = torch.Generator().manual_seed(11)
     extra = {}
-    if arch in ("flux", "chroma"):  # Chroma's model config is FLUX's: it reads a pooled output, then ignores it
+    if arch in ("flux", "chroma", "flux2"):  # Chroma's / FLUX.2's config is FLUX's: it reads a pooled output, then ignores it
         extra = {"pooled_output": torch.randn(1, 768, generator=g), "guidance": 3.5}
-    elif arch == "lumina2":  # its model takes the caption's token count from the mask
+    elif arch in ("lumina2", "zimage"):  # its model takes the caption's token count from the mask
         extra = {"attention_mask": torch.ones(1, 8, dtype=torch.long)}
     return [[torch.randn(1, 8, TEXT[arch], generator=g), extra]]
 
@@ -106,7 +118,6 @@ def run(arch: str, tmp: Path) -> dict:
     t0 = time.monotonic()
     ckpt = tmp / f"{arch}-random.safetensors"
     base_sd = random_checkpoint(arch, ckpt)
-    base = comfy.sd.load_diffusion_model(str(ckpt))
     loras = tmp / "loras"
     loras.mkdir(exist_ok=True)
     # the only loras folder (the node's Save writes into it, never into the checkout's models/)
@@ -115,10 +126,16 @@ def run(arch: str, tmp: Path) -> dict:
     content = lf.make_lora(loras / f"{arch}_c.safetensors", arch, rows, rank=4, seed=1)
     style = lf.make_lora(loras / f"{arch}_s.safetensors", arch, rows, rank=4, seed=2)
     ref_path = tmp / f"{arch}-reference.safetensors"
-    from safetensors.torch import save_file
-
-    save_file(lf.reference_weights(arch, base_sd, rows, content, style, C), str(ref_path))
+    write(lf.reference_weights(arch, base_sd, rows, content, style, C, in_place=True), ref_path)
+    del base_sd  # one model in memory at a time: the reference is sampled first, then the base's patch sets
+    cond = conditioning(arch)
+    out = {}
     reference = comfy.sd.load_diffusion_model(str(ref_path))
+    out["reference"] = sample(reference, arch, cond)
+    comfy.model_management.unload_all_models()
+    del reference
+    gc.collect()
+    base = comfy.sd.load_diffusion_model(str(ckpt))
 
     def loader(mu):
         return NpLoraLoader().load(base, None, content=content.path.name, style=style.path.name, content_weight=1.0,
@@ -134,10 +151,7 @@ def run(arch: str, tmp: Path) -> dict:
                                    method="nplora")["result"][0]
     saved_sd = comfy.utils.load_torch_file(str(loras / saved_name), safe_load=True)
     saved = comfy.sd.load_lora_for_models(base, None, saved_sd, 1.0, 0.0)[0]
-    cond = conditioning(arch)
-    out = {}
-    for name, m in (("base", base), ("fused", fused), ("mu0", mu0), ("stacked", stacked), ("reference", reference),
-                    ("saved", saved)):
+    for name, m in (("base", base), ("fused", fused), ("mu0", mu0), ("stacked", stacked), ("saved", saved)):
         out[name] = sample(m, arch, cond)
         comfy.model_management.unload_all_models()
     return {"arch": arch, "detected": arch_of(base), "comfy_config": type(base.model.model_config).__name__,
