@@ -83,58 +83,88 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
-def main() -> None:
-    root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
-    import neo_keymaps
+def build_dit(arch: str, layouts, flux, operations=None):
+    """Neo's class for ``arch`` (one block per list, see ``MODELS``) on the meta device, then empty
+    CPU tensors; under ``operations`` (a ``using_forge_operations(...)`` context) when given.
+    Returns (model, its config)."""
+    import contextlib
 
-    layouts = neo_keymaps.neo_imports(root)
+    module, cls, cfg = (flux if arch == "flux" else layouts.NEO[arch])
+    cfg = dict(cfg, **MODELS[arch][1])
+    with operations if operations is not None else contextlib.nullcontext():
+        with torch.device("meta"):
+            dit = getattr(importlib.import_module(module), cls)(**cfg)
+    return dit, cfg
+
+
+def wrap(dit, arch: str, cfg: dict, storage_dtype=torch.float32, computation_dtype=torch.float32):
+    """``dit`` as Neo's loader leaves it (config, storage / computation dtype), in its ``KModel``
+    with a flow prediction and a ``ModelPatcher``: (kmodel, patcher)."""
     from backend.modules.k_model import KModel
     from backend.modules.k_prediction import PredictionFlux
     from backend.patcher.base import ModelPatcher
+
+    if not hasattr(dit, "config"):
+        dit.config = dict(cfg)
+    dit.storage_dtype, dit.computation_dtype = storage_dtype, computation_dtype  # as Neo's loader sets them
+    kmodel = KModel(dit, None, k_predictor=PredictionFlux(mu=1.0),
+                    config=SimpleNamespace(huggingface_repo=MODELS[arch][0]))
+    return kmodel, ModelPatcher(kmodel, torch.device("cpu"), torch.device("cpu"))
+
+
+def neo_load(patcher, lora: dict, filename: str, online_mode: bool = False):
+    """What Neo's ``networks.load_lora_for_models`` does with the UNet (no CLIP here): its key map,
+    the Z-Image conversion, ``load_lora``, the mismatch rule, ``add_patches`` on a clone.
+    Returns (clone, unmatched keys, skipped patches, weights patched)."""
     from backend.patcher.lora import load_lora, model_lora_keys_unet
 
+    keys = model_lora_keys_unet(patcher.model, {})
+    if "diffusion_model.final_layer.adaLN_modulation.1" in keys:
+        from backend.nn._z_lora import convert_z_image_lora
+        lora = convert_z_image_lora(lora)
+    patches, unmatched = load_lora(lora, keys)
+    if len(unmatched) / len(lora) > 0.5:
+        raise RuntimeError(f"Neo: LoRA mismatch for {filename}")
+    new = patcher.clone()
+    loaded = new.add_patches(filename=filename, patches=patches, strength_patch=1.0, online_mode=online_mode)
+    return new, len(unmatched), len(patches) - len(loaded), len({k if isinstance(k, str) else k[0] for k in loaded})
+
+
+def fused_pair(arch: str, tmp: Path):
+    """Content and style LoRAs (kohya, rank 4, every table weight of the kept blocks) and the state
+    dict the Forge Neo adapter hands Neo for their mu 0.5 fusion: (rows, content, style, state)."""
     import lora_factory as lf
     from lib_nplora.cache import Caches
     from lib_nplora.formats.writer import to_state_dict
     from lib_nplora.fusion.merge import fuse
     from lib_nplora.params import FuseParams
 
-    flux = neo_keymaps.FLUX
-    for arch, (repo, blocks) in MODELS.items():
+    rows = lf.first_block_rows(arch)
+    c_path, s_path = tmp / f"{arch}_c.safetensors", tmp / f"{arch}_s.safetensors"
+    content_truth = lf.make_lora(c_path, arch, rows, rank=4, seed=1)
+    style_truth = lf.make_lora(s_path, arch, rows, rank=4, seed=2)
+    content, style = Caches().load_pair(c_path, s_path, arch)
+    fused_state, _ = to_state_dict(fuse(content, style, FuseParams(mu=0.5), dtype=torch.float32))
+    return rows, content_truth, style_truth, fused_state
+
+
+def main() -> None:
+    root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+    import neo_keymaps
+
+    layouts = neo_keymaps.neo_imports(root)
+    import lora_factory as lf
+
+    for arch in MODELS:
         t0 = time.monotonic()
-        module, cls, cfg = (flux if arch == "flux" else layouts.NEO[arch])
-        cfg = dict(cfg, **blocks)
-        with torch.device("meta"):
-            dit = getattr(importlib.import_module(module), cls)(**cfg)
+        dit, cfg = build_dit(arch, layouts, neo_keymaps.FLUX)
         dit = dit.to_empty(device="cpu")
         floats = {k: tuple(v.shape) for k, v in dit.state_dict().items() if v.is_floating_point()}
         dit.load_state_dict(lf.random_weights(floats), strict=False)
-        if not hasattr(dit, "config"):
-            dit.config = dict(cfg)
-        dit.storage_dtype = dit.computation_dtype = torch.float32  # as Neo's loader sets them
-        kmodel = KModel(dit, None, k_predictor=PredictionFlux(mu=1.0), config=SimpleNamespace(huggingface_repo=repo))
-        patcher = ModelPatcher(kmodel, torch.device("cpu"), torch.device("cpu"))
+        kmodel, patcher = wrap(dit, arch, cfg)
         base_sd = {k: v.clone() for k, v in dit.state_dict().items()}
-
-        rows = lf.first_block_rows(arch)
-        c_path, s_path = tmp / f"{arch}_c.safetensors", tmp / f"{arch}_s.safetensors"
-        content_truth = lf.make_lora(c_path, arch, rows, rank=4, seed=1)
-        style_truth = lf.make_lora(s_path, arch, rows, rank=4, seed=2)
-        content, style = Caches().load_pair(c_path, s_path, arch)
-        fused_state, _ = to_state_dict(fuse(content, style, FuseParams(mu=0.5), dtype=torch.float32))
-
-        def neo_load(patcher, lora: dict, filename: str):
-            """What networks.load_lora_for_models does with the UNet (no CLIP here)."""
-            keys = model_lora_keys_unet(patcher.model, {})
-            if "diffusion_model.final_layer.adaLN_modulation.1" in keys:
-                from backend.nn._z_lora import convert_z_image_lora
-                lora = convert_z_image_lora(lora)
-            patches, unmatched = load_lora(lora, keys)
-            if len(unmatched) / len(lora) > 0.5:
-                raise RuntimeError(f"Neo: LoRA mismatch for {filename}")
-            new = patcher.clone()
-            loaded = new.add_patches(filename=filename, patches=patches, strength_patch=1.0)
-            return new, len(unmatched), len(patches) - len(loaded), len({k if isinstance(k, str) else k[0] for k in loaded})
+        rows, content_truth, style_truth, fused_state = fused_pair(arch, tmp)
+        c_path, s_path = content_truth.path, style_truth.path
 
         from safetensors.torch import load_file
 
