@@ -354,6 +354,21 @@ def _check_more_rows(rows: list[dict], label: str = "ComfyUI") -> None:
         assert by[arch, "written"]["slices"] == by[arch, "kohya"]["slices"] == slices, by[arch, "written"]
 
 
+def _newer_comfyui() -> tuple[Path, Path]:
+    """The ComfyUI with Z-Image and FLUX.2 configs and its Python (``NPLORA_COMFYUI_NEW``,
+    ``NPLORA_COMFYUI_NEW_PYTHON``; skips without)."""
+    folder, python = os.environ.get("NPLORA_COMFYUI_NEW"), os.environ.get("NPLORA_COMFYUI_NEW_PYTHON")
+    if not folder or not python:
+        pytest.skip("NPLORA_COMFYUI_NEW and NPLORA_COMFYUI_NEW_PYTHON are not set: no newer ComfyUI to test against")
+    folder, python = Path(folder), Path(python)
+    models_py = folder / "comfy" / "supported_models.py"
+    if not models_py.is_file() or not python.exists():
+        pytest.skip(f"NPLORA_COMFYUI_NEW={folder} is not a ComfyUI checkout, or no Python at {python}")
+    if not all(c in models_py.read_text() for c in ("class ZImage(", "class Flux2(")):
+        pytest.skip(f"the ComfyUI at {folder} has no Z-Image / FLUX.2 model config")
+    return folder, python
+
+
 #: what ComfyUI's own FLUX.2 model says of a klein config in a revision from before klein (3cd7b32f,
 #: 2026-01-07: its detection fixes dev's 48 heads and 4 x 32 rope axes)
 KLEIN_UNSUPPORTED = ("expected positional dim", "must be divisible by num_heads")
@@ -369,15 +384,7 @@ def test_a_newer_comfyuis_dit_models_load_every_module_of_the_files(tmp_path):
     table's generator config, its text encoder's feature width is the DiT's text input, NP-LoRA
     tells the four apart, and the kohya, ComfyUI-dotted, diffusers and written files load with
     every key used and every patch fitting its weight."""
-    folder, python = os.environ.get("NPLORA_COMFYUI_NEW"), os.environ.get("NPLORA_COMFYUI_NEW_PYTHON")
-    if not folder or not python:
-        pytest.skip("NPLORA_COMFYUI_NEW and NPLORA_COMFYUI_NEW_PYTHON are not set: no newer ComfyUI to test against")
-    folder, python = Path(folder), Path(python)
-    models_py = folder / "comfy" / "supported_models.py"
-    if not models_py.is_file() or not python.exists():
-        pytest.skip(f"NPLORA_COMFYUI_NEW={folder} is not a ComfyUI checkout, or no Python at {python}")
-    if not all(c in models_py.read_text() for c in ("class ZImage(", "class Flux2(")):
-        pytest.skip(f"the ComfyUI at {folder} has no Z-Image / FLUX.2 model config")
+    folder, python = _newer_comfyui()
     rows = _keymap_rows(folder, python, tmp_path, "more", "dits")
     assert [_case(r) for r in rows] == list(KEYMAP_CASES + MORE_KEYMAP_CASES + VARIANT_KEYMAP_CASES + DIT_KEYMAP_CASES)
     _check_keymap_rows(rows, "newer ComfyUI")
@@ -464,15 +471,7 @@ def test_a_newer_comfyuis_z_image_and_flux2_sample_as_the_formula_says(tmp_path)
     and ``NPLORA_COMFYUI_NEW_PYTHON``; verified on 3cd7b32f, 2026-01-07): ComfyUI's ``ZImage`` /
     ``Flux2`` model at the real width (FLUX.2-dev's one double and one single block hold 2.2 billion
     weights: 21 GB resident at the peak, 9 min on 2 CPU cores)."""
-    folder, python = os.environ.get("NPLORA_COMFYUI_NEW"), os.environ.get("NPLORA_COMFYUI_NEW_PYTHON")
-    if not folder or not python:
-        pytest.skip("NPLORA_COMFYUI_NEW and NPLORA_COMFYUI_NEW_PYTHON are not set: no newer ComfyUI to test against")
-    folder, python = Path(folder), Path(python)
-    models_py = folder / "comfy" / "supported_models.py"
-    if not models_py.is_file() or not python.exists():
-        pytest.skip(f"NPLORA_COMFYUI_NEW={folder} is not a ComfyUI checkout, or no Python at {python}")
-    if not all(c in models_py.read_text() for c in ("class ZImage(", "class Flux2(")):
-        pytest.skip(f"the ComfyUI at {folder} has no Z-Image / FLUX.2 model config")
+    folder, python = _newer_comfyui()
     _check_sampled(folder, python, tmp_path, ("zimage", "flux2"), "newer ComfyUI")
 
 
