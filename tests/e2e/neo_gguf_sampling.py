@@ -207,8 +207,7 @@ def run(arch: str, qtype: str, online: bool, tmp: Path, layouts, flux) -> dict:
     row["base_again_equal"] = bool(torch.equal(out["base_again"], out["base"]))
     if "fused" in out:
         # W + dW: the host's dequantized weights plus the float64 formula, in a float32 model
-        ref_sd = lf.reference_weights(arch, {k[len("diffusion_model."):] if k.startswith("diffusion_model.") else k: v
-                                             for k, v in host_w.items()}, rows, content_truth, style_truth, ns.C)
+        ref_sd = lf.reference_weights(arch, host_w, rows, content_truth, style_truth, ns.C)
         float_dit, _ = ns.build_dit(arch, layouts, flux)
         float_dit = float_dit.to_empty(device="cpu")
         float_dit.load_state_dict(ref_sd, strict=False)

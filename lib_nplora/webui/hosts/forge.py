@@ -61,14 +61,12 @@ def same_parts(a, b) -> bool:
 
 
 def _parameter(root, key: str):
-    """``root``'s tensor at the dotted ``key`` (``diffusion_model.layers.0.attention.qkv.weight``),
-    or None; attribute by attribute, as the host's ``utils.get_attr`` walks it."""
-    obj = root
-    for part in key.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
+    """``root``'s parameter at the dotted ``key`` (``diffusion_model.layers.0.attention.qkv.weight``),
+    or None (no such parameter, or ``root`` is no module)."""
+    try:
+        return root.get_parameter(key)
+    except (AttributeError, TypeError):
+        return None
 
 
 _REQUANTIZES: dict[type, bool] = {}
