@@ -51,63 +51,84 @@ def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedM
     """Fuse the parts' updates back into the parent weight's (up, down), exactly.
 
     The parent's update is U D with U = blockdiag(up_i) (part i owns its rows and its R_i rank
-    columns) and D = the parts' downs stacked (R, n). It is written at its joint numerical rank,
-    from an exact SVD of the factors, never forming the (out, n) matrix::
+    columns) and D = the parts' downs stacked (R, n); the (out, n) matrix is never formed.
 
-        D = M Q^T                         (Q (n, q) orthonormal, M = D Q (R, q); see below)
+    **Shared rows** (inputs that named the fused weight): every part's down spans the same rows
+    (the shared down factors of style and content; the style directions projected out of the
+    content lie in them), so one part's QR gives an orthonormal row basis and the join is a
+    product, of rank q <= R_widest (r_style + r_content of that part)::
+
+        D_widest^T = Q R_w               (Q (n, q))
+        M = D Q                          (R, q): D = M Q^T
+        up = U M (rows of part i: up_i M_i),   down = Q^T
+
+    each column of ``up`` and row of ``down`` then scaled by the square root of that column's
+    norm (exact: a diagonal in between), so that neither factor's entries fall into float16's
+    subnormal range. That D = M Q^T is checked, not assumed: every part's residual
+    ||D_i - M_i Q^T||_F must be below the precision its factors are stored in (eps of their
+    dtype times ||D_i||_F: what rounding the fused factors to fp16 already moved them by), or the
+    error it makes, ||U (D - M Q^T)||_F, below the rank tolerance the SVD truncates at
+    (max(out, n) eps32 sigma_max: float32 factors).
+
+    **Own downs** (parts with their own downs, as diffusers-named inputs have): the stacked update
+    is written at its joint numerical rank, from an exact SVD of the factors::
+
+        D^T = Q R_a,  M = R_a^T           (Q (n, ka), the QR of the whole stacked D)
         up_i = Q_i R_i                    (R only: Q_i is never formed)
         C = blockdiag(R_i) M = W S Z^T    (Z, S from the eigenvectors of C^T C, float64)
         up = U M Z S^-1/2,  down = S^1/2 Z^T Q^T      (top numerical-rank columns)
 
-    since blockdiag(Q_i) W S^1/2 = U M Z S^-1/2. The row basis Q: when the inputs named the
-    fused weight, every part's down spans the same rows (the shared down factors of style and
-    content; the style directions projected out of the content lie in them), so one part's QR
-    gives Q and M is a product: the QR is (n, R_1) instead of (n, R) and the eigh (R_1, R_1)
-    instead of (R, R) (for FLUX's linear1, p = 4 parts: a sixteenth and a sixty-fourth). That is
-    checked, not assumed: every part's residual ||D_i - M_i Q^T||_F must be below the precision
-    its factors are stored in (eps of their dtype times ||D_i||_F: what rounding the fused factors
-    to fp16 already moved them by), or the error it makes, ||U (D - M Q^T)||_F, below the rank
-    tolerance the SVD truncates at (max(out, n) eps32 sigma_max: float32 factors); otherwise
-    (parts with their own downs, as diffusers-named inputs have) Q and M come from the QR of the
-    whole stacked D, D^T = Q_a R_a, M = R_a^T.
+    since blockdiag(Q_i) W S^1/2 = U M Z S^-1/2.
     """
     spec = arch.modules[parent]
     present = [(arch.modules[p], parts[p]) for p in spec.parts if p in parts]
     ups = [m.up.float() for _, m in present]                          # (m_i, R_i) each
     downs = [m.down.float() for _, m in present]                      # (R_i, n) each
-    r_parts = [torch.linalg.qr(u, mode="r")[1].double() for u in ups]  # (k_i, R_i) each
     ranks = [d.shape[0] for d in downs]
     down = torch.cat(downs, dim=0)                                    # (R, n)
 
-    def svd(m_rows: torch.Tensor):
-        """eigh of C^T C, C = blockdiag(R_i) M, for M (R, q) float64: (S descending, Z)."""
-        core = torch.cat([r @ mi for r, mi in zip(r_parts, m_rows.split(ranks))], dim=0)   # (K, q)
-        lam, z = torch.linalg.eigh(core.mT @ core)
-        return lam.flip(0).clamp_min(0).sqrt(), z.flip(1)
+    def stacked_up(coef: torch.Tensor) -> torch.Tensor:
+        """U coef for coef (R, c): part i's rows are up_i coef_i. (out, c)."""
+        up = torch.zeros(spec.out_features, coef.shape[1], device=down.device)
+        for (pspec, _), u, c in zip(present, ups, coef.split(ranks)):
+            up[pspec.row_offset:pspec.row_offset + u.shape[0]] = u @ c
+        return up
 
     widest = max(range(len(downs)), key=lambda i: ranks[i])
     q = torch.linalg.qr(downs[widest].mT)[0]                          # (n, q), q <= R_widest
     m = down @ q                                                      # (R, q)
     residuals = [d - mi @ q.mT for d, mi in zip(downs, m.split(ranks))]   # D_i - M_i Q^T
     eps = torch.finfo(present[0][1].down.dtype).eps                   # the precision the factors hold
-    s, z = svd(m.double())
-    within_precision = all(float(e.norm()) <= eps * float(d.norm()) for e, d in zip(residuals, downs))
-    if not within_precision:
+    shared = all(float(e.norm()) <= eps * float(d.norm()) for e, d in zip(residuals, downs))
+    r_parts: list[torch.Tensor] = []
+
+    def svd(m_rows: torch.Tensor):
+        """eigh of C^T C, C = blockdiag(R_i) M, for M (R, q) float64: (S descending, Z)."""
+        if not r_parts:
+            r_parts.extend(torch.linalg.qr(u, mode="r")[1].double() for u in ups)  # (k_i, R_i) each
+        core = torch.cat([r @ mi for r, mi in zip(r_parts, m_rows.split(ranks))], dim=0)   # (K, q)
+        lam, z = torch.linalg.eigh(core.mT @ core)
+        return lam.flip(0).clamp_min(0).sqrt(), z.flip(1)
+
+    if not shared:
+        s, z = svd(m.double())
         # ||U (D - M Q^T)||_F = sqrt(sum ||R_i (D_i - M_i Q^T)||_F^2) against the rank tolerance
         err = sum(float((r.float() @ e).square().sum()) for r, e in zip(r_parts, residuals)) ** 0.5
-        if err > max(spec.out_features, down.shape[1]) * EPS32 * float(s[0]):   # their own downs
-            q, r_a = torch.linalg.qr(down.mT)                         # (n, ka), (ka, R)
-            m = r_a.mT                                                # (R, ka)
-            s, z = svd(m.double())
+        shared = err <= max(spec.out_features, down.shape[1]) * EPS32 * float(s[0])
+    if shared:
+        up = stacked_up(m)                                            # (out, q)
+        norms = up.norm(dim=0)
+        scale = torch.where(norms > 0, norms, torch.ones_like(norms)).sqrt()
+        return (up / scale).to(dtype).contiguous(), (scale[:, None] * q.mT).to(dtype).contiguous()
+    q, r_a = torch.linalg.qr(down.mT)                                 # (n, ka), (ka, R): their own downs
+    m = r_a.mT                                                        # (R, ka)
+    s, z = svd(m.double())
     keep = max(numerical_rank(s.float(), spec.out_features, down.shape[1]), 1)
     root = s[:keep].sqrt()
     zk = z[:, :keep]                                                  # (q, keep)
     coef = (m.double() @ zk / torch.where(root > 0, root, torch.ones_like(root))).float()  # (R, keep)
-    up = torch.zeros(spec.out_features, keep, device=down.device)
-    for (pspec, _), u, c in zip(present, ups, coef.split(ranks)):
-        up[pspec.row_offset:pspec.row_offset + u.shape[0]] = u @ c
     right = (root[:, None] * zk.mT).float() @ q.mT                    # (keep, n)
-    return up.to(dtype).contiguous(), right.to(dtype).contiguous()
+    return stacked_up(coef).to(dtype).contiguous(), right.to(dtype).contiguous()
 
 
 def _shape(spec: archmod.ModuleSpec, up: torch.Tensor, down: torch.Tensor):

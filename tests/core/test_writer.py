@@ -189,3 +189,5 @@ def test_fused_parent_join_is_exact_and_uses_shared_rows(monkeypatch, case):
     else:
         assert down.shape[0] == r and max(qr_cols) == r          # no QR wider than one part
         assert err < (1e-5 if case == "shared-f32" else 2 * torch.finfo(torch.float16).eps)
+        # balanced: each rank direction's norm split evenly (no factor near float16's subnormals)
+        assert torch.allclose(up.norm(dim=0), down.norm(dim=1), rtol=1e-4)
