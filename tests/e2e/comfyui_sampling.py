@@ -46,16 +46,29 @@ DETECTION_KEYS = {
     "lumina2": {"noise_refiner.0.attention.k_norm.weight": (96,)},
     "wan1b": {"head.modulation": (1, 2, 1536), "patch_embedding.weight": (1536, 16, 1, 2, 2)},
     "wan5b": {"head.modulation": (1, 2, 3072), "patch_embedding.weight": (3072, 48, 1, 2, 2)},
+    "wan14b": {"head.modulation": (1, 2, 5120), "patch_embedding.weight": (5120, 16, 1, 2, 2)},  # T2V: 16 channels in
     # ComfyUIs with Z-Image and FLUX.2 configs (3cd7b32f): Z-Image by its width and pad tokens
     "zimage": {"noise_refiner.0.attention.k_norm.weight": (128,), "x_pad_token": (1, 3840), "cap_pad_token": (1, 3840)},
     "flux2": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
+    # ComfyUIs with FLUX.2-klein (0ab8332b): the same FLUX.2 detection, the width from img_in / txt_in
+    "flux2klein4b": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
+    "flux2klein9b": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
 }
+#: table modules a sampled model lacks: the ``wan14b`` table is the I2V superset, sampled as T2V
+#: (Wan2.1-T2V-14B, Wan2.2-T2V-A14B: no image cross-attention, no image projection)
+LEFT_OUT = {"wan14b": (".cross_attn.k_img", ".cross_attn.v_img", "img_emb.")}
 #: the sampled latent (64 x 64 pixels) and the text features: (tokens, width), extra conditioning
 LATENT = {"flux": (1, 16, 8, 8), "chroma": (1, 16, 8, 8), "qwenimage": (1, 16, 1, 8, 8), "lumina2": (1, 16, 8, 8),
-          "wan1b": (1, 16, 1, 8, 8), "wan5b": (1, 48, 1, 4, 4), "zimage": (1, 16, 8, 8), "flux2": (1, 128, 4, 4)}
-TEXT = {"flux": 4096, "chroma": 4096, "qwenimage": 3584, "lumina2": 2304, "wan1b": 4096, "wan5b": 4096,
-        "zimage": 2560, "flux2": 15360}
+          "wan1b": (1, 16, 1, 8, 8), "wan5b": (1, 48, 1, 4, 4), "wan14b": (1, 16, 1, 8, 8), "zimage": (1, 16, 8, 8),
+          "flux2": (1, 128, 4, 4), "flux2klein4b": (1, 128, 4, 4), "flux2klein9b": (1, 128, 4, 4)}
+TEXT = {"flux": 4096, "chroma": 4096, "qwenimage": 3584, "lumina2": 2304, "wan1b": 4096, "wan5b": 4096, "wan14b": 4096,
+        "zimage": 2560, "flux2": 15360, "flux2klein4b": 7680, "flux2klein9b": 12288}
 MU, C = 0.5, 0.5 / 1.5
+
+
+def kept(arch: str, name: str) -> bool:
+    """Whether a table row's ``name`` is a module of the sampled model (not in ``LEFT_OUT``)."""
+    return not any(part in name for part in LEFT_OUT.get(arch, ()))
 
 
 def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
@@ -64,7 +77,8 @@ def random_checkpoint(arch: str, path: Path, seed: int = 0) -> dict:
     import lora_factory as lf
 
     meta = {r["name"].split(".", 1)[1] + ".weight": torch.empty(r["shape"], device="meta") for r in lf.table(arch)
-            if r["name"].startswith("unet.") and ":" not in r["name"] and lf.in_first_blocks(r["name"].split(".", 1)[1])}
+            if r["name"].startswith("unet.") and ":" not in r["name"] and lf.in_first_blocks(r["name"].split(".", 1)[1])
+            and kept(arch, r["name"])}
     meta.update({k: torch.empty(s, device="meta") for k, s in DETECTION_KEYS[arch].items()})
     config = comfy.model_detection.model_config_from_unet(meta, "")
     if config is None:
@@ -95,7 +109,8 @@ def sample(patcher, arch: str, cond: list, seed: int = 7) -> torch.Tensor:
 def conditioning(arch: str) -> list:
     g = torch.Generator().manual_seed(11)
     extra = {}
-    if arch in ("flux", "chroma", "flux2"):  # Chroma's / FLUX.2's config is FLUX's: it reads a pooled output, then ignores it
+    if arch in ("flux", "chroma") or arch.startswith("flux2"):  # Chroma's / FLUX.2's config is FLUX's:
+        # it reads a pooled output, then ignores it
         extra = {"pooled_output": torch.randn(1, 768, generator=g), "guidance": 3.5}
     elif arch in ("lumina2", "zimage"):  # its model takes the caption's token count from the mask
         extra = {"attention_mask": torch.ones(1, 8, dtype=torch.long)}
@@ -122,7 +137,7 @@ def run(arch: str, tmp: Path) -> dict:
     loras.mkdir(exist_ok=True)
     # the only loras folder (the node's Save writes into it, never into the checkout's models/)
     folder_paths.folder_names_and_paths["loras"] = ([str(loras)], folder_paths.folder_names_and_paths["loras"][1])
-    rows = lf.first_block_rows(arch)
+    rows = [r for r in lf.first_block_rows(arch) if kept(arch, r["name"])]
     content = lf.make_lora(loras / f"{arch}_c.safetensors", arch, rows, rank=4, seed=1)
     style = lf.make_lora(loras / f"{arch}_s.safetensors", arch, rows, rank=4, seed=2)
     ref_path = tmp / f"{arch}-reference.safetensors"

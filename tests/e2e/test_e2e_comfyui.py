@@ -426,12 +426,13 @@ def test_a_newer_comfyuis_dit_models_load_every_module_of_the_files(tmp_path):
 
 
 #: the DiTs sampled through ComfyUI's own model code (every tested ComfyUI has their configs)
-SAMPLED = ("flux", "chroma", "qwenimage", "lumina2", "wan1b", "wan5b")
+SAMPLED = ("flux", "chroma", "qwenimage", "lumina2", "wan1b", "wan5b", "wan14b")
 
 
 def test_the_dits_sample_through_comfyuis_models_as_the_formula_says(tmp_path):
     """``comfyui_sampling.py`` in ComfyUI's Python (no server, no prepared checkpoint): FLUX.1,
-    Chroma, Qwen-Image, Lumina 2, Wan 1.3B and Wan 2.2 5B at their real width with block 0 of each
+    Chroma, Qwen-Image, Lumina 2, Wan 1.3B, Wan 2.2 5B and Wan 14B (T2V: the table without its image
+    cross-attention) at their real width with block 0 of each
     block list, random weights, loaded as ``UNETLoader`` loads them and sampled (3 Euler steps).
     The NP-LoRA Loader's model samples what the same checkpoint with W + dW does, dW the NP-LoRA
     formula computed in float64 from the LoRA factors (fused weights per row slice), to float32
@@ -468,11 +469,16 @@ def _check_sampled(folder: Path, python: Path, tmp_path: Path, archs: tuple[str,
 
 def test_a_newer_comfyuis_z_image_and_flux2_sample_as_the_formula_says(tmp_path):
     """The same for Z-Image and FLUX.2-dev in a ComfyUI with their configs (``NPLORA_COMFYUI_NEW``
-    and ``NPLORA_COMFYUI_NEW_PYTHON``; verified on 3cd7b32f, 2026-01-07): ComfyUI's ``ZImage`` /
-    ``Flux2`` model at the real width (FLUX.2-dev's one double and one single block hold 2.2 billion
-    weights: 21 GB resident at the peak, 9 min on 2 CPU cores)."""
+    and ``NPLORA_COMFYUI_NEW_PYTHON``; verified on 3cd7b32f, 2026-01-07, and 0ab8332b, 2026-08-07),
+    and FLUX.2-klein 4B and 9B where that ComfyUI has klein (its Qwen3 text encoder, ``klein_te``;
+    0ab8332b): ComfyUI's ``ZImage`` / ``Flux2`` model at the real width (FLUX.2-dev's one double and
+    one single block hold 2.2 billion weights: 21 GB resident at the peak, 9 min on 2 CPU cores)."""
     folder, python = _newer_comfyui()
-    _check_sampled(folder, python, tmp_path, ("zimage", "flux2"), "newer ComfyUI")
+    has_klein = "def klein_te(" in (folder / "comfy" / "text_encoders" / "flux.py").read_text()
+    archs = ("zimage", "flux2") + (("flux2klein4b", "flux2klein9b") if has_klein else ())
+    if not has_klein:
+        report(f"newer ComfyUI at {folder}: no FLUX.2-klein (no klein_te), klein not sampled")
+    _check_sampled(folder, python, tmp_path, archs, "newer ComfyUI")
 
 
 def test_the_nodes_load_with_inputs_from_the_parameter_table(comfyui):
