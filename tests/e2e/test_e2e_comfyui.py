@@ -432,7 +432,8 @@ SAMPLED = ("flux", "chroma", "qwenimage", "lumina2", "wan1b", "wan5b", "wan14b")
 def test_the_dits_sample_through_comfyuis_models_as_the_formula_says(tmp_path):
     """``comfyui_sampling.py`` in ComfyUI's Python (no server, no prepared checkpoint): FLUX.1,
     Chroma, Qwen-Image, Lumina 2, Wan 1.3B, Wan 2.2 5B and Wan 14B (T2V: the table without its image
-    cross-attention) at their real width with block 0 of each block list, random weights, loaded as ``UNETLoader`` loads them and sampled (3 Euler steps).
+    cross-attention) at their real width with block 0 of each block list, random weights, loaded
+    as ``UNETLoader`` loads them and sampled (3 Euler steps).
     The NP-LoRA Loader's model samples what the same checkpoint with W + dW does, dW the NP-LoRA
     formula computed in float64 from the LoRA factors (fused weights per row slice), to float32
     rounding, while differing from the two stacked LoRAs by the projection; at mu 0 it is the two
