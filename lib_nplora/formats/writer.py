@@ -100,17 +100,15 @@ def _join_parts(arch: archmod.Architecture, parent: str, parts: dict[str, FusedM
     residuals = [d - mi @ q.mT for d, mi in zip(downs, m.split(ranks))]   # D_i - M_i Q^T
     eps = torch.finfo(present[0][1].down.dtype).eps                   # the precision the factors hold
     shared = all(float(e.norm()) <= eps * float(d.norm()) for e, d in zip(residuals, downs))
-    r_parts: list[torch.Tensor] = []
 
     def svd(m_rows: torch.Tensor):
         """eigh of C^T C, C = blockdiag(R_i) M, for M (R, q) float64: (S descending, Z)."""
-        if not r_parts:
-            r_parts.extend(torch.linalg.qr(u, mode="r")[1].double() for u in ups)  # (k_i, R_i) each
         core = torch.cat([r @ mi for r, mi in zip(r_parts, m_rows.split(ranks))], dim=0)   # (K, q)
         lam, z = torch.linalg.eigh(core.mT @ core)
         return lam.flip(0).clamp_min(0).sqrt(), z.flip(1)
 
-    if not shared:
+    if not shared:   # every path to the SVD join passes here first
+        r_parts = [torch.linalg.qr(u, mode="r")[1].double() for u in ups]  # (k_i, R_i) each
         s, z = svd(m.double())
         # ||U (D - M Q^T)||_F = sqrt(sum ||R_i (D_i - M_i Q^T)||_F^2) against the rank tolerance
         err = sum(float((r.float() @ e).square().sum()) for r, e in zip(r_parts, residuals)) ** 0.5
