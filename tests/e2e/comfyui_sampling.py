@@ -38,6 +38,12 @@ from pathlib import Path
 
 import torch
 
+from comfyui_keymaps import VARIANTS  # this folder (the script's own, first on sys.path)
+
+#: Wan 14B is sampled as T2V (Wan2.1-T2V-14B, Wan2.2-T2V-A14B): the key-map check's variant, whose
+#: table modules left out are the I2V superset's image cross-attention and image projection
+WAN14B_T2V_LEFT_OUT, WAN14B_T2V_KEYS = VARIANTS["wan14b", "t2v"]
+
 #: keys ComfyUI's detection (a125cd84) reads that are no LoRA target, hence not in the tables
 DETECTION_KEYS = {
     "flux": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
@@ -46,7 +52,7 @@ DETECTION_KEYS = {
     "lumina2": {"noise_refiner.0.attention.k_norm.weight": (96,)},
     "wan1b": {"head.modulation": (1, 2, 1536), "patch_embedding.weight": (1536, 16, 1, 2, 2)},
     "wan5b": {"head.modulation": (1, 2, 3072), "patch_embedding.weight": (3072, 48, 1, 2, 2)},
-    "wan14b": {"head.modulation": (1, 2, 5120), "patch_embedding.weight": (5120, 16, 1, 2, 2)},  # T2V: 16 channels in
+    "wan14b": WAN14B_T2V_KEYS,
     # ComfyUIs with Z-Image and FLUX.2 configs (3cd7b32f): Z-Image by its width and pad tokens
     "zimage": {"noise_refiner.0.attention.k_norm.weight": (128,), "x_pad_token": (1, 3840), "cap_pad_token": (1, 3840)},
     "flux2": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
@@ -54,9 +60,8 @@ DETECTION_KEYS = {
     "flux2klein4b": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
     "flux2klein9b": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,)},
 }
-#: table modules a sampled model lacks: the ``wan14b`` table is the I2V superset, sampled as T2V
-#: (Wan2.1-T2V-14B, Wan2.2-T2V-A14B: no image cross-attention, no image projection)
-LEFT_OUT = {"wan14b": (".cross_attn.k_img", ".cross_attn.v_img", "img_emb.")}
+#: table modules a sampled model lacks
+LEFT_OUT = {"wan14b": WAN14B_T2V_LEFT_OUT}
 #: the sampled latent (64 x 64 pixels) and the text features: (tokens, width), extra conditioning
 LATENT = {"flux": (1, 16, 8, 8), "chroma": (1, 16, 8, 8), "qwenimage": (1, 16, 1, 8, 8), "lumina2": (1, 16, 8, 8),
           "wan1b": (1, 16, 1, 8, 8), "wan5b": (1, 48, 1, 4, 4), "wan14b": (1, 16, 1, 8, 8), "zimage": (1, 16, 8, 8),
