@@ -574,8 +574,12 @@ def _fuse(contents: list[Part], styles: list[Part], params: FuseParams, *, devic
         progress: called with (modules done, modules total).
 
     Returns:
-        FusedLora with rank sum r_s + sum r_c per fused module, scaling baked in. All factors are
-        views of one buffer allocated up front, so memory is the output's size plus one batch.
+        FusedLora with rank sum r_s + sum r_c per fused module, scaling baked in. Each batch's
+        factors are views of one buffer of its own, so memory is the output's size plus one batch.
+        (One buffer per batch rather than one for all: a buffer of the whole output's size is a
+        fresh mapping whose pages are all faulted in by the strided writes, which cost 4-5 s of a
+        17-19 s FLUX rank-128 fusion on the 2-core CI machine; batch-sized buffers come from the
+        allocator's pool and reuse the memory of earlier results; see README, Speed.)
     """
     device = resolve_device(device) if device is not None else None  # refuses meta, xla, absent GPUs
     out_device = resolve_device(out_device)
@@ -597,14 +601,13 @@ def _fuse(contents: list[Part], styles: list[Part], params: FuseParams, *, devic
     earlier = _content_bases(plan, params, device, cache)
 
     jobs = list(_jobs(plan))
-    total = sum(len(names) * m * r + len(names) * r * n for _, names, (m, n, r) in jobs)
-    arena = torch.empty(total, dtype=dtype, device=out_device)
-    offset, done = 0, 0
+    out_dev = torch.empty(0, dtype=dtype, device=out_device).device
+    done = 0
     math_device = torch.device(device) if device is not None else torch.device("cpu")
     # Factors that the math does not change (style factors with a cached basis, content up
     # factors, unprojected pairs, passthrough) go from the inputs straight into the output where
     # inputs and output share the math device; elsewhere they are stacked in float32 there.
-    direct = arena.device == math_device
+    direct = out_dev == math_device
 
     def factors(ts: list[torch.Tensor]):
         if direct and all(t.device == math_device for t in ts):
@@ -622,10 +625,9 @@ def _fuse(contents: list[Part], styles: list[Part], params: FuseParams, *, devic
 
     for origin, chunk, (m, n_in, rank) in jobs:
         g = len(chunk)
-        dst_up = arena[offset:offset + g * m * rank].view(g, m, rank)
-        offset += g * m * rank
-        dst_down = arena[offset:offset + g * rank * n_in].view(g, rank, n_in)
-        offset += g * rank * n_in
+        buf = torch.empty(g * (m + n_in) * rank, dtype=dtype, device=out_dev)
+        dst_up = buf[:g * m * rank].view(g, m, rank)
+        dst_down = buf[g * m * rank:].view(g, rank, n_in)
         have_c, have_s = plan.members[chunk[0]]
         projected = chunk[0] in plan.projected
         c = plan.c.get(chunk[0], 0.0)
